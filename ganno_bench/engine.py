@@ -1,0 +1,366 @@
+"""The inner-training engine: the one place that owns network, optimiser and data stream.
+
+Envs talk to an :class:`InnerTrainer`; :class:`TorchTrainer` is the reference engine
+(one network, eager PyTorch). A batched engine that trains many instances at once can
+implement the same interface.
+
+Per-layer statistics are cheap by construction: all parameters live in one flat buffer
+(each parameter is a view into it), so per-layer norms, update ratios and cosines are a
+handful of ``index_add_`` calls per *decision*, and only the last ``stats_window`` inner
+steps of a decision pay for gradient bookkeeping (two fused ``_foreach`` calls each).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganno_bench.data import ArrayDataset
+from ganno_bench.instances import Instance
+from ganno_bench.models import fan_in, initialise, layer_kind, trainable_layers
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Static facts about one trainable layer (one agent)."""
+
+    kind: str  # "linear" or "conv"
+    fan_in: int
+    depth: float  # 0 for the first layer, 1 for the last
+
+
+@dataclass(frozen=True)
+class DecisionStats:
+    """What the engine measured over one decision's inner steps (arrays are per layer)."""
+
+    train_loss: float
+    grad_norm: np.ndarray
+    weight_norm: np.ndarray
+    update_ratio: np.ndarray
+    grad_cosine: np.ndarray
+    grad_noise: np.ndarray
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.train_loss) and np.isfinite(self.weight_norm).all())
+
+
+class InnerTrainer(ABC):
+    """Interface between an env and the inner training it controls."""
+
+    layers: list[LayerInfo]
+
+    @abstractmethod
+    def start(self, instance: Instance) -> None:
+        """Initialise weights, optimiser and data stream for ``instance``."""
+
+    @abstractmethod
+    def set_learning_rates(self, rates: np.ndarray) -> None:
+        """Set each layer's learning rate (one per layer, already clipped)."""
+
+    @abstractmethod
+    def train(self, steps: int, *, update: bool = True) -> DecisionStats:
+        """Run ``steps`` minibatch updates and report the decision's statistics.
+
+        ``update=False`` measures gradients without changing the weights (used once at
+        reset, so the first observation holds real gradient statistics).
+        """
+
+    @abstractmethod
+    def evaluate(self, part: str) -> tuple[float, float]:
+        """Mean loss and accuracy on the ``"val"`` or ``"test"`` part."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the whole training state, so that it can be resumed bitwise."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from a :meth:`state_dict` of a trainer of the same architecture."""
+
+
+class TorchTrainer(InnerTrainer):
+    """Eager PyTorch engine: one network, one optimiser with a param group per layer."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        dataset: ArrayDataset,
+        *,
+        optimizer: str = "sgd",
+        weight_decay: float = 0.0,
+        stats_window: int = 4,
+        eval_batch_size: int = 4096,
+        nonlinearity: str = "relu",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.optimizer_name = optimizer
+        self.weight_decay = weight_decay
+        self.stats_window = stats_window
+        self.eval_batch_size = eval_batch_size
+        self.nonlinearity = nonlinearity  # sets the init gain of the scheme
+        self.network = network.to(self.device)
+        self._layers = trainable_layers(self.network)
+        if not self._layers:
+            raise ValueError("the network has no Linear or Conv2d layer to control")
+        self._check_all_parameters_belong_to_layers()
+        count = len(self._layers)
+        self.layers = [
+            LayerInfo(layer_kind(m), fan_in(m), i / max(count - 1, 1))
+            for i, m in enumerate(self._layers)
+        ]
+        self._flatten_parameters()
+        self._data = {
+            "train": (dataset.x_train.to(self.device), dataset.y_train.to(self.device)),
+            "val": (dataset.x_val.to(self.device), dataset.y_val.to(self.device)),
+            "test": (dataset.x_test.to(self.device), dataset.y_test.to(self.device)),
+        }
+        self.num_classes = dataset.num_classes
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._prev_mean_grad = torch.zeros_like(self._flat)
+
+    # -- set-up ---------------------------------------------------------------
+    def _check_all_parameters_belong_to_layers(self) -> None:
+        owned = {id(p) for m in self._layers for p in m.parameters()}
+        stray = [name for name, p in self.network.named_parameters() if id(p) not in owned]
+        if stray:
+            raise ValueError(
+                f"parameters {stray} are outside any Linear/Conv2d layer; each agent controls "
+                "one Linear or Conv2d layer, so the network may have no other trainable parameters"
+            )
+
+    def _flatten_parameters(self) -> None:
+        """Make every parameter a view into one buffer, and map elements to layers."""
+        self._params = [p for m in self._layers for p in m.parameters()]
+        param_layer = torch.tensor(
+            [i for i, m in enumerate(self._layers) for _ in m.parameters()], device=self.device
+        )
+        sizes = [p.numel() for p in self._params]
+        self._flat = torch.zeros(sum(sizes), device=self.device)
+        self._element_layer = torch.repeat_interleave(
+            param_layer, torch.tensor(sizes, device=self.device)
+        )
+        self._grad_sum = torch.zeros_like(self._flat)
+        self._grad_sq_sum = torch.zeros_like(self._flat)
+        self._link_views()
+
+    def _link_views(self) -> None:
+        """Point every parameter (and the gradient accumulators) into the flat buffers."""
+        sizes = [p.numel() for p in self._params]
+        for p, view in zip(self._params, self._views_like_params(self._flat, sizes), strict=True):
+            view.copy_(p.data)
+            p.data = view
+        self._grad_sum_views = self._views_like_params(self._grad_sum, sizes)
+        self._grad_sq_sum_views = self._views_like_params(self._grad_sq_sum, sizes)
+
+    def __setstate__(self, state: dict) -> None:
+        """After unpickling or deepcopy (SuperSuit copies envs so), views may be copies:
+        link the parameters to the flat buffer again, keeping their current values."""
+        self.__dict__.update(state)
+        self._link_views()
+
+    def _views_like_params(self, flat: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        offsets = np.cumsum([0, *sizes[:-1]])
+        return [
+            flat[o : o + n].view_as(p) for p, o, n in zip(self._params, offsets, sizes, strict=True)
+        ]
+
+    def start(self, instance: Instance) -> None:
+        init_generator = torch.Generator().manual_seed(instance.init_seed)
+        if self.device.type == "cpu":
+            initialise(
+                self._layers,
+                instance.init_scheme,
+                instance.init_scale,
+                init_generator,
+                self.nonlinearity,
+            )
+        else:  # initialise on the CPU so the weights do not depend on the device
+            self._init_via_cpu(instance, init_generator)
+        groups = [
+            {"params": list(m.parameters()), "lr": instance.learning_rate} for m in self._layers
+        ]
+        if self.optimizer_name == "sgd":
+            self.optimizer = torch.optim.SGD(
+                groups,
+                lr=instance.learning_rate,
+                momentum=instance.momentum,
+                weight_decay=self.weight_decay,
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                groups,
+                lr=instance.learning_rate,
+                betas=(instance.momentum, 0.999),
+                weight_decay=self.weight_decay,
+            )
+        n_train = len(self._data["train"][1])
+        self._batch_size = min(instance.batch_size, n_train)
+        self._data_generator = torch.Generator().manual_seed(instance.data_seed)
+        self._order = self._new_epoch_order()
+        self._cursor = 0
+        self._prev_mean_grad.zero_()
+
+    def _init_via_cpu(self, instance: Instance, generator: torch.Generator) -> None:
+        with torch.random.fork_rng(devices=[]):  # layer constructors draw from the global RNG
+            shadow = [type(m)(*_constructor_args(m)) for m in self._layers]
+        initialise(shadow, instance.init_scheme, instance.init_scale, generator, self.nonlinearity)
+        with torch.no_grad():
+            for target, source in zip(self._layers, shadow, strict=True):
+                for p, q in zip(target.parameters(), source.parameters(), strict=True):
+                    p.copy_(q)
+
+    def _new_epoch_order(self) -> torch.Tensor:
+        n = len(self._data["train"][1])
+        return torch.randperm(n, generator=self._data_generator).to(self.device)
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cursor + self._batch_size > len(self._order):
+            self._order = self._new_epoch_order()
+            self._cursor = 0
+        index = self._order[self._cursor : self._cursor + self._batch_size]
+        self._cursor += self._batch_size
+        x, y = self._data["train"]
+        return x[index], y[index]
+
+    # -- control --------------------------------------------------------------
+    def set_learning_rates(self, rates: np.ndarray) -> None:
+        assert self.optimizer is not None, "start() must be called first"
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = float(rate)
+
+    def train(self, steps: int, *, update: bool = True) -> DecisionStats:
+        """Run ``steps`` minibatches; with ``update=False`` only measure gradients (a probe)."""
+        assert self.optimizer is not None, "start() must be called first"
+        if steps < 1:
+            raise ValueError(f"train() needs at least one step, got {steps}")
+        window_start = max(0, steps - self.stats_window)
+        start_weights = self._flat.clone()
+        self._grad_sum.zero_()
+        self._grad_sq_sum.zero_()
+        loss_sum = torch.zeros((), device=self.device)
+        for step in range(steps):
+            x, y = self._next_batch()
+            loss = F.cross_entropy(self.network(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step >= window_start:  # two fused calls; the window bounds their cost
+                grads = [p.grad for p in self._params]
+                torch._foreach_add_(self._grad_sum_views, grads)
+                torch._foreach_addcmul_(self._grad_sq_sum_views, grads, grads)
+                loss_sum.add_(loss.detach())
+            if update:
+                self.optimizer.step()
+        window = steps - window_start
+        return self._decision_stats(start_weights, loss_sum / window, window)
+
+    @torch.no_grad()
+    def _decision_stats(
+        self, start_weights: torch.Tensor, train_loss: torch.Tensor, window: int
+    ) -> DecisionStats:
+        count = len(self._layers)
+
+        def per_layer(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(count, device=self.device).index_add_(0, self._element_layer, values)
+
+        mean_grad = self._grad_sum / window
+        grad_sq = per_layer(mean_grad.square())
+        weight_sq = per_layer(self._flat.square())
+        update_sq = per_layer((self._flat - start_weights).square())
+        dot = per_layer(mean_grad * self._prev_mean_grad)
+        prev_sq = per_layer(self._prev_mean_grad.square())
+        mean_sq_norm = per_layer(self._grad_sq_sum / window)
+        self._prev_mean_grad.copy_(mean_grad)
+        tiny = torch.finfo(torch.float32).tiny
+        noise = (1.0 - grad_sq / mean_sq_norm.clamp_min(tiny)).clamp(0.0, 1.0)
+        cosine = dot / (grad_sq.sqrt() * prev_sq.sqrt()).clamp_min(tiny)
+        stacked = (
+            torch.stack(
+                [
+                    grad_sq.sqrt(),
+                    weight_sq.sqrt(),
+                    (update_sq / weight_sq.clamp_min(tiny)).sqrt(),
+                    cosine,
+                    noise,
+                ]
+            )
+            .cpu()
+            .numpy()
+            .astype(np.float64)
+        )
+        return DecisionStats(float(train_loss), *stacked)
+
+    @torch.no_grad()
+    def evaluate(self, part: str) -> tuple[float, float]:
+        x, y = self._data[part]
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(y), self.eval_batch_size):
+            logits = self.network(x[start : start + self.eval_batch_size])
+            target = y[start : start + self.eval_batch_size]
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == target).sum())
+        return loss_sum / len(y), correct / len(y)
+
+    def learning_rates(self) -> np.ndarray:
+        assert self.optimizer is not None, "start() must be called first"
+        return np.array([g["lr"] for g in self.optimizer.param_groups])
+
+    def final_weights(self) -> torch.Tensor:
+        """A copy of all parameters as one vector (for determinism checks and snapshots)."""
+        return self._flat.detach().cpu().clone()
+
+    # -- snapshots ------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next steps depend on, as copies: weights, optimiser state (rates,
+        momentum / Adam moments, step counts), the data stream (batch size, epoch order,
+        cursor, generator state) and the gradient history behind the cosine feature."""
+        assert self.optimizer is not None, "start() must be called first"
+        return {
+            "weights": self._flat.detach().clone(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "batch_size": self._batch_size,
+            "order": self._order.clone(),
+            "cursor": self._cursor,
+            "data_generator": self._data_generator.get_state(),
+            "prev_mean_grad": self._prev_mean_grad.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where the trainer that made ``state`` was (same architecture)."""
+        assert self.optimizer is not None, "start() must be called first"
+        if state["weights"].shape != self._flat.shape:
+            raise ValueError(
+                f"snapshot holds {state['weights'].numel()} weights but this network has "
+                f"{self._flat.numel()}: restore snapshots into an env of the same id"
+            )
+        with torch.no_grad():
+            self._flat.copy_(state["weights"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self._batch_size = int(state["batch_size"])
+        self._order = state["order"].clone().to(self.device)
+        self._cursor = int(state["cursor"])
+        self._data_generator.set_state(state["data_generator"].clone())
+        self._prev_mean_grad.copy_(state["prev_mean_grad"])
+
+
+def _constructor_args(layer: nn.Module) -> tuple:
+    if isinstance(layer, nn.Conv2d):
+        return (
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+        )
+    return (layer.in_features, layer.out_features, layer.bias is not None)

@@ -1,0 +1,354 @@
+"""The layerwise learning-rate environment: one agent per layer of a network in training.
+
+A PettingZoo ``ParallelEnv``. Each step (one *decision*) applies every agent's action to
+its layer's learning rate, runs the task's ``inner_steps`` minibatch updates, then
+observes and rewards. All agents share the reward, the decrease of log validation loss,
+so an episode's return telescopes to ``log L_0 - log L_T``. The episode is truncated
+after ``decisions`` steps; it terminates early only on divergence (validation or recent
+train loss not finite or above ``divergence_factor`` x the initial validation loss), with reward
+``-divergence_penalty`` and ``info[agent]["diverged"] = True``.
+
+Action modes: ``"factor"`` (Discrete: multiply the layer's rate by ``task.factors[a]``)
+and ``"log_lr"`` (Box: the absolute log10 learning rate). Rates are always clipped to
+``task.lr_bounds``; a ``log_lr`` action outside the box is clipped too, but a malformed
+action (wrong type or shape, NaN, an index out of range) raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+
+from ganno_bench.engine import TorchTrainer
+from ganno_bench.envs.observation import FEATURE_NAMES, build_observations, named, observation_space
+from ganno_bench.instances import SPLITS, Instance, frozen_instance
+from ganno_bench.task import TaskSpec
+
+ACTION_MODES = ("factor", "log_lr")
+
+
+class LayerLREnv(ParallelEnv):
+    """Agents ``layer_0 … layer_{L-1}`` set their layers' learning rates while it trains."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "ganno_layer_lr_v0",
+        "render_modes": ["ansi"],
+        "render_fps": 1,
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        split: str = "train",
+        action_mode: str = "factor",
+        device: str = "cpu",
+        render_mode: str | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {action_mode!r}; choose one of {ACTION_MODES}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; supported: "
+                f"{self.metadata['render_modes']} or None"
+            )
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was asked for but CUDA is not available; use device='cpu'"
+            )
+        self.task = task
+        self.split = split
+        self.action_mode = action_mode
+        self.render_mode = render_mode
+
+        dataset = task.load_data()
+        with torch.random.fork_rng(devices=[]):  # building layers draws from the global RNG
+            network = task.build_network(dataset.input_shape, dataset.num_classes)
+        self.trainer = TorchTrainer(
+            network,
+            dataset,
+            optimizer=task.optimizer,
+            weight_decay=task.weight_decay,
+            stats_window=task.stats_window,
+            eval_batch_size=task.eval_batch_size,
+            nonlinearity=getattr(task.model, "activation", "relu"),
+            device=device,
+        )
+        self.num_classes = dataset.num_classes
+        self.possible_agents = [f"layer_{i}" for i in range(len(self.trainer.layers))]
+        self.agents: list[str] = []
+
+        self._log_lr_bounds = (math.log10(task.lr_bounds[0]), math.log10(task.lr_bounds[1]))
+        shared_obs_space = observation_space()
+        if action_mode == "factor":
+            self._factors = np.asarray(task.factors, dtype=np.float64)
+            self._action_spaces = {
+                a: spaces.Discrete(len(task.factors)) for a in self.possible_agents
+            }
+        else:
+            lo, hi = self._log_lr_bounds
+            self._action_spaces = {
+                a: spaces.Box(np.float32(lo), np.float32(hi), shape=(1,), dtype=np.float32)
+                for a in self.possible_agents
+            }
+        self._observation_spaces = {a: shared_obs_space for a in self.possible_agents}
+        self.np_random, self.np_random_seed = seeding.np_random(None)
+        self.instance: Instance | None = None
+        self.rates = np.zeros(len(self.possible_agents))
+        self._t = 0
+
+    # Same object on every call (PettingZoo's API test checks it).
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._action_spaces[agent]
+
+    # -- episode ----------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.np_random, self.np_random_seed = seeding.np_random(seed)
+        self.instance = self._choose_instance(options or {})
+        self.trainer.start(self.instance)
+        self.rates = np.clip(
+            np.full(len(self.possible_agents), self.instance.learning_rate), *self.task.lr_bounds
+        )
+        self.trainer.set_learning_rates(self.rates)
+        self._t = 0
+        self.agents = list(self.possible_agents)
+
+        probe = self.trainer.train(1, update=False)
+        self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
+        self._initial_val_loss = self._val_loss
+        obs = build_observations(
+            self.trainer.layers,
+            self.rates,
+            probe,
+            val_loss=self._val_loss,
+            prev_val_loss=self._val_loss,
+            val_accuracy=self._val_accuracy,
+            progress=0.0,
+            num_classes=self.num_classes,
+        )
+        return self._per_agent(obs), self._infos(obs, diverged=False)
+
+    def _choose_instance(self, options: dict) -> Instance:
+        """``options["instance"]``: an index into the split, an Instance, or its dict."""
+        chosen = options.get("instance")
+        frozen = self.split != "train"
+        if chosen is None:
+            if frozen:
+                pool = self.task.frozen_instances(self.split)
+                return pool[int(self.np_random.integers(len(pool)))]
+            return self.task.spaces["train"].sample(self.np_random)
+        if isinstance(chosen, Instance):
+            return chosen
+        if isinstance(chosen, dict):
+            return Instance.from_dict(chosen)
+        if not isinstance(chosen, int | np.integer) or chosen < 0:
+            raise ValueError(
+                f"options['instance'] must be a non-negative index, an Instance or "
+                f"its dict; got {chosen!r}"
+            )
+        if frozen:
+            pool = self.task.frozen_instances(self.split)
+            if chosen >= len(pool):
+                raise ValueError(
+                    f"split {self.split!r} of {self.task.id} has {len(pool)} frozen "
+                    f"instances (0..{len(pool) - 1}); got instance={chosen}"
+                )
+            return pool[int(chosen)]
+        return frozen_instance(self.task.id, self.task.spaces["train"], "train", int(chosen))
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise RuntimeError("the episode is over (or reset() was never called): call reset()")
+        self.rates = self._new_rates(actions)
+        self.trainer.set_learning_rates(self.rates)
+        stats = self.trainer.train(self.task.inner_steps)
+        self._t += 1
+
+        prev_val_loss = self._val_loss
+        if stats.finite:
+            self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
+        else:
+            self._val_loss, self._val_accuracy = math.inf, 0.0
+        # Exploding: the validation loss or the window's train loss is not finite or
+        # exceeds divergence_factor x the initial validation loss.
+        limit = self.task.divergence_factor * self._initial_val_loss
+        diverged = not (self._val_loss <= limit and stats.train_loss <= limit)
+        reward = (
+            -self.task.divergence_penalty
+            if diverged
+            else math.log(prev_val_loss) - math.log(self._val_loss)
+        )
+        done = diverged or self._t >= self.task.decisions
+
+        obs = build_observations(
+            self.trainer.layers,
+            self.rates,
+            stats,
+            val_loss=self._val_loss,
+            prev_val_loss=prev_val_loss,
+            val_accuracy=self._val_accuracy,
+            progress=self._t / self.task.decisions,
+            num_classes=self.num_classes,
+        )
+        infos = self._infos(obs, diverged=diverged)
+        if done:
+            final = self._final_scores(diverged)
+            for info in infos.values():
+                info.update(final)
+        agents = self.agents
+        observations = self._per_agent(obs)
+        rewards = dict.fromkeys(agents, float(reward))
+        terminations = dict.fromkeys(agents, diverged)
+        truncations = dict.fromkeys(agents, done and not diverged)
+        if done:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    def _new_rates(self, actions: dict[str, Any]) -> np.ndarray:
+        missing = [a for a in self.agents if a not in actions]
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if missing or unknown:
+            raise ValueError(
+                f"step() needs one action per live agent {self.agents}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        rates = self.rates.copy()
+        for i, agent in enumerate(self.possible_agents):
+            value = actions[agent]
+            if self.action_mode == "factor":
+                rates[i] = rates[i] * self._factors[self._factor_index(agent, value)]
+            else:
+                rates[i] = 10.0 ** self._log_lr_value(agent, value)
+        return np.clip(rates, *self.task.lr_bounds)
+
+    def _factor_index(self, agent: str, value: Any) -> int:
+        arr = np.asarray(value)
+        if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"invalid action for {agent}: {value!r}; factor mode takes an integer "
+                f"index 0..{len(self._factors) - 1} into factors {tuple(self._factors)}"
+            )
+        index = int(arr.reshape(()))
+        if not 0 <= index < len(self._factors):
+            raise ValueError(
+                f"invalid action for {agent}: index {index} is outside "
+                f"0..{len(self._factors) - 1} (factors {tuple(self._factors)})"
+            )
+        return index
+
+    def _log_lr_value(self, agent: str, value: Any) -> float:
+        arr = np.asarray(value, dtype=np.float64) if _is_numeric(value) else None
+        if arr is None or arr.size != 1:
+            raise ValueError(
+                f"invalid action for {agent}: {value!r}; log_lr mode takes one "
+                f"log10 learning rate in {self._log_lr_bounds}"
+            )
+        log_lr = float(arr.reshape(()))
+        if not math.isfinite(log_lr):
+            raise ValueError(
+                f"invalid action for {agent}: log10 learning rate {log_lr} is not finite"
+            )
+        return float(np.clip(log_lr, *self._log_lr_bounds))
+
+    def _final_scores(self, diverged: bool) -> dict[str, float]:
+        """Inner-test loss and accuracy at the episode's end (the suite's score)."""
+        if diverged:
+            loss, accuracy = math.inf, 0.0
+        else:
+            loss, accuracy = self.trainer.evaluate("test")
+        if not math.isfinite(loss):  # a documented cap keeps the score finite
+            loss = self.task.divergence_factor * self._initial_val_loss
+        return {
+            "final_test_loss": float(loss),
+            "final_test_accuracy": float(accuracy),
+            "final_val_loss": float(
+                min(self._val_loss, self.task.divergence_factor * self._initial_val_loss)
+            ),
+        }
+
+    def _per_agent(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {agent: obs[i] for i, agent in enumerate(self.agents)}
+
+    def _infos(self, obs: np.ndarray, *, diverged: bool) -> dict[str, dict[str, Any]]:
+        rows, rates = obs.tolist(), self.rates.tolist()
+        return {
+            agent: {**named(rows[i]), "lr": rates[i], "diverged": diverged, "decision": self._t}
+            for i, agent in enumerate(self.agents)
+        }
+
+    # -- snapshots --------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The episode's whole state, copied: restoring it and stepping with the same
+        actions gives bitwise the same trajectory (PBT's exploit, checkpoints)."""
+        if self.instance is None:
+            raise RuntimeError("snapshot() needs an episode: call reset() first")
+        return copy.deepcopy(
+            {
+                "id": self.task.id,
+                "trainer": self.trainer.state_dict(),
+                "env": {key: getattr(self, key) for key in _EPISODE_STATE},
+            }
+        )
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from ``snapshot`` (taken from an env of the same id, any instance)."""
+        if snapshot.get("id") != self.task.id:
+            raise ValueError(
+                f"snapshot of {snapshot.get('id')!r} cannot be restored into {self.task.id!r}"
+            )
+        if self.instance is None:  # build optimiser and data stream before loading into them
+            self.trainer.start(copy.deepcopy(snapshot["env"]["instance"]))
+        self.trainer.load_state_dict(snapshot["trainer"])
+        for key, value in copy.deepcopy(snapshot["env"]).items():
+            setattr(self, key, value)
+
+    def render(self) -> str | None:
+        return self.status_line() if self.render_mode == "ansi" else None
+
+    def status_line(self) -> str:
+        """One line: decision, validation loss and accuracy, and every layer's rate."""
+        rates = " ".join(f"{r:.2e}" for r in self.rates)
+        return (
+            f"decision {self._t}/{self.task.decisions}  val_loss {self._val_loss:.4f}  "
+            f"val_acc {self._val_accuracy:.3f}  lrs [{rates}]"
+        )
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return FEATURE_NAMES
+
+
+# What reset() and step() change, besides the trainer: a snapshot's env part.
+_EPISODE_STATE = (
+    "instance",
+    "rates",
+    "agents",
+    "np_random",
+    "_t",
+    "_val_loss",
+    "_val_accuracy",
+    "_initial_val_loss",
+)
+
+
+def _is_numeric(value: Any) -> bool:
+    try:
+        return np.asarray(value).dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        return False

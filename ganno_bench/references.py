@@ -1,0 +1,197 @@
+"""Reference values behind the normalised score, frozen per held-out instance.
+
+For every frozen ``test`` and ``test-ood`` instance of an id, two constant-rate runs
+anchor the score: the instance's own initial rate (score 0) and the best constant rate
+of a log grid (score 1). The normalised score of an episode with final inner-test loss
+``L`` is
+
+    score = (L_default - L) / max(L_default - L_best, eps),  eps = 1e-3 * L_default,
+
+where ``L_best = min(L_grid, L_default)``. Above 1 beats the per-instance oracle constant.
+
+Computing them is resumable: each finished instance is appended to a JSONL work file,
+and an id's frozen file ``envs/references/<id>.json`` is written atomically once all
+its instances are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganno_bench.instances import FROZEN_SPLITS, instances_hash
+from ganno_bench.registry import make, spec
+from ganno_bench.task import TaskSpec
+
+FORMAT = 1
+# Absolute log10 learning-rate grids, per inner optimiser.
+GRIDS: dict[str, tuple[float, ...]] = {
+    "sgd": (-3.0, -2.25, -1.5, -0.75, 0.0),
+    "adam": (-4.5, -3.75, -3.0, -2.25, -1.5),
+}
+
+
+def normalised_score(loss: float, default_loss: float, best_loss: float) -> float:
+    """0 at the instance's default constant rate, 1 at the best constant rate of the grid."""
+    best = min(best_loss, default_loss)
+    return (default_loss - loss) / max(default_loss - best, 1e-3 * default_loss)
+
+
+def references_dir() -> Path:
+    from ganno_bench.suite import suite_dir
+
+    return suite_dir() / "references"
+
+
+def references_path(env_id: str) -> Path:
+    return references_dir() / f"{env_id.split('/')[-1]}.json"
+
+
+def constant_rate_loss(task: TaskSpec, split: str, index: int, log10_lr: float | None) -> float:
+    """Final inner-test loss of a constant rate (``None``: the instance's own rate)."""
+    if log10_lr is None:
+        env = make(task.id, split=split)
+        env.reset(seed=0, options={"instance": index})
+        action: Any = task.factors.index(1.0)  # keep the instance's rate
+    else:
+        env = make(task.id, split=split, action_mode="log_lr")
+        env.reset(seed=0, options={"instance": index})
+        action = np.array([log10_lr], dtype=np.float32)
+    infos: dict = {}
+    while env.agents:
+        *_, infos = env.step(dict.fromkeys(env.agents, action))
+    return float(next(iter(infos.values()))["final_test_loss"])
+
+
+def instance_references(env_id: str, split: str, index: int) -> dict[str, Any]:
+    """Default and grid losses of one instance (one work item)."""
+    task = spec(env_id)
+    grid = GRIDS[task.optimizer]
+    default_loss = constant_rate_loss(task, split, index, None)
+    grid_losses = [constant_rate_loss(task, split, index, g) for g in grid]
+    best = int(np.argmin(grid_losses))
+    return {
+        "env_id": env_id,
+        "split": split,
+        "instance": index,
+        "default_log10_lr": task.frozen_instances(split)[index].log10_lr,
+        "default_loss": default_loss,
+        "grid_log10_lr": list(grid),
+        "grid_loss": grid_losses,
+        "best_log10_lr": grid[best],
+        "best_loss": grid_losses[best],
+    }
+
+
+def load_references(env_id: str) -> dict[str, list[dict[str, Any]]] | None:
+    """An id's frozen references per split, or None when none are shipped."""
+    path = references_path(env_id)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    task = spec(env_id)
+    for split in FROZEN_SPLITS:
+        if data["instances_sha256"][split] != instances_hash(task.frozen_instances(split)):
+            raise ValueError(
+                f"{path} was computed for other {split} instances than {env_id} has "
+                "now; run `ganno-bench references` again for this id"
+            )
+    return data["splits"]
+
+
+def _work_items(ids: Iterable[str], done: set[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    items = []
+    for env_id in ids:
+        task = spec(env_id)
+        for split in FROZEN_SPLITS:
+            for index in range(len(task.frozen_instances(split))):
+                if (env_id, split, index) not in done:
+                    items.append((env_id, split, index))
+    return items
+
+
+def _read_work_file(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    records = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: redo that item
+                continue
+            records[(record["env_id"], record["split"], record["instance"])] = record
+    return records
+
+
+def _run_item(item: tuple[str, str, int]) -> dict[str, Any]:
+    import ganno_bench  # noqa: F401  (registers the suite in a spawned worker)
+
+    return instance_references(*item)
+
+
+def compute_references(
+    ids: list[str], work_file: Path, workers: int = 1, progress: bool = True
+) -> list[Path]:
+    """Compute what is missing, appending to ``work_file``; freeze every completed id."""
+    from tqdm import tqdm
+
+    from ganno_bench.evaluation import _init_worker, single_threaded
+
+    done = _read_work_file(work_file)
+    items = _work_items(ids, set(done))
+    work_file.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(work_file, "a") as sink,
+        tqdm(total=len(items), disable=not progress, desc="references") as bar,
+    ):
+
+        def keep(record: dict[str, Any]) -> None:
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            done[(record["env_id"], record["split"], record["instance"])] = record
+            bar.update()
+
+        if workers <= 1:
+            with single_threaded():
+                for item in items:
+                    keep(instance_references(*item))
+        else:
+            with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+                for future in as_completed([pool.submit(_run_item, i) for i in items]):
+                    keep(future.result())
+    return [path for env_id in ids if (path := _freeze(env_id, done)) is not None]
+
+
+def _freeze(env_id: str, done: dict[tuple[str, str, int], dict[str, Any]]) -> Path | None:
+    task = spec(env_id)
+    splits = {}
+    for split in FROZEN_SPLITS:
+        count = len(task.frozen_instances(split))
+        records = [done.get((env_id, split, k)) for k in range(count)]
+        if any(r is None for r in records):
+            return None
+        splits[split] = [
+            {k: v for k, v in r.items() if k not in ("env_id", "split")} for r in records
+        ]
+    payload = {
+        "format": FORMAT,
+        "env_id": env_id,
+        "version": task.version,
+        "instances_sha256": {s: instances_hash(task.frozen_instances(s)) for s in FROZEN_SPLITS},
+        "splits": splits,
+    }
+    path = references_path(env_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["GRIDS", "compute_references", "load_references", "normalised_score"]

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny budgets so every env check takes a second or two."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ganno_bench
+
+# Tiny networks gain nothing from intra-op threads, and oversubscribed OpenMP threads make
+# a shared machine's timings erratic: one thread keeps the suite's runtime predictable.
+torch.set_num_threads(1)
+
+# Few decisions of few inner steps: the envs' own override options.
+TINY = {"decisions": 3, "inner_steps": 2}
+SUITE_IDS = ganno_bench.list_envs()
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
+
+
+def run_episode(env, policy, *, seed=None, options=None):
+    """Play one episode; return observations, rewards and the last infos (lists per step)."""
+    obs, infos = env.reset(seed=seed, options=options)
+    trace = {"obs": [obs], "rewards": [], "infos": [infos], "terminations": [], "truncations": []}
+    while env.agents:
+        obs, rewards, terminations, truncations, infos = env.step(policy(obs, infos))
+        trace["obs"].append(obs)
+        trace["rewards"].append(rewards)
+        trace["infos"].append(infos)
+        trace["terminations"].append(terminations)
+        trace["truncations"].append(truncations)
+    return trace

@@ -1,0 +1,54 @@
+"""The committed result cards are reproducible: re-running an episode gives its values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganno_bench.cards import load_card
+from ganno_bench.evaluation import run_episode, single_threaded
+from ganno_bench.references import load_references
+from ganno_bench.zoo import load_agent
+
+RESULTS = Path(__file__).resolve().parent.parent / "leaderboards" / "results"
+CARDS = sorted(RESULTS.glob("*.json"))
+
+
+def test_results_are_committed_with_the_rendered_leaderboard():
+    assert CARDS, f"no result cards in {RESULTS}"
+    readme = (RESULTS.parent / "README.md").read_text()
+    for path in CARDS:
+        assert path.name in readme  # every card is listed in the rendered leaderboard
+
+
+@pytest.mark.parametrize("card_path", CARDS[::4], ids=lambda p: p.stem)
+def test_rerunning_an_episode_reproduces_the_card(card_path):
+    card = load_card(card_path)
+    episode = next(e for e in card["episodes"] if "MLP" in e["env_id"])
+    overrides = card["envs"][episode["env_id"]].get("overrides") or None
+    with single_threaded():
+        again = run_episode(
+            _agent_of(card, episode),
+            episode["env_id"],
+            card["split"],
+            episode["instance"],
+            episode["seed"],
+            overrides,
+            load_references(episode["env_id"]),
+        )
+    assert again["final_test_loss"] == pytest.approx(episode["final_test_loss"], rel=1e-6)
+    assert again["normalised_score"] == pytest.approx(
+        episode["normalised_score"], rel=1e-6, abs=1e-9
+    )
+    np.testing.assert_allclose(again["lrs"], episode["lrs"], rtol=1e-6)
+
+
+def _agent_of(card: dict, episode: dict):
+    """The agent that made ``episode``: by name, or for a merged per-seed card (the
+    shipped PPO policies) the seed's own checkpoint."""
+    per_seed = card["agent"]["config"].get("per_seed")
+    if per_seed is None:
+        return load_agent(card["agent"]["name"])
+    return load_agent(Path(per_seed[str(episode["seed"])]["checkpoint"]).stem)

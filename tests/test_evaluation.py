@@ -1,0 +1,254 @@
+"""The evaluation protocol: agents, episodes, resumable runs and result cards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import ganno_bench
+from ganno_bench.agents import FunctionAgent, ScheduleAgent
+from ganno_bench.cards import CardError, load_card, validate_card
+from ganno_bench.evaluation import resolve_ids
+from ganno_bench.zoo import UnknownAgentError, builtin_agents, load_agent
+
+TINY = {"decisions": 3, "inner_steps": 2}
+EASY = "ganno/LayerLR-MLP-Easy-v0"
+
+
+def constant_log_lr(t: int, layers: int) -> list[float]:
+    return [-1.5] * layers
+
+
+def test_schedule_agent_sets_the_absolute_rates_of_every_layer():
+    agent = ScheduleAgent(lambda t, n: [-1.0 - 0.5 * t - 0.1 * i for i in range(n)], "decay")
+    card = ganno_bench.evaluate(
+        agent, [EASY], "test", [0], overrides=TINY, instances=[0], progress=False
+    )
+    lrs = np.array(card["episodes"][0]["lrs"])
+    expected = [[10 ** (-1.0 - 0.5 * t - 0.1 * i) for i in range(3)] for t in range(3)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-5)
+    assert card["agent"]["action_mode"] == "log_lr"
+
+
+def test_function_agent_gets_a_seeded_rng_per_episode():
+    def run():
+        return ganno_bench.evaluate(
+            load_agent("random"),
+            [EASY],
+            "test",
+            [0, 1],
+            overrides=TINY,
+            instances=[0, 1],
+            progress=False,
+        )
+
+    card_a, card_b = run(), run()
+    lrs_a = [e["lrs"] for e in card_a["episodes"]]
+    assert lrs_a == [e["lrs"] for e in card_b["episodes"]]  # reproducible
+    assert lrs_a[0] != lrs_a[1]  # seeds 0 and 1 on instance 0 act differently
+
+
+def test_card_records_every_instance_and_seed_and_validates():
+    card = ganno_bench.evaluate(
+        load_agent("constant"),
+        ["ganno/*MLP-Easy*"],
+        "test-ood",
+        [3, 4],
+        overrides=TINY,
+        instances=[0, 5],
+        progress=False,
+    )
+    validate_card(card)
+    assert set(card["envs"]) == {EASY, "ganno/LayerLR-MLP-Easy-Adam-v0"}
+    keys = [(e["env_id"], e["instance"], e["seed"]) for e in card["episodes"]]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2
+    episode = next(e for e in card["episodes"] if e["env_id"] == EASY and e["instance"] == 0)
+    assert len(episode["curves"]["val_loss"]) == len(episode["lrs"]) == 3
+    assert episode["return"] == pytest.approx(sum(episode["curves"]["reward"]))
+    task = ganno_bench.spec(EASY)
+    assert card["envs"][EASY]["instances_sha256"]
+    # constant agent: every decision keeps the instance's own rate
+    rate = task.frozen_instances("test-ood")[0].learning_rate
+    assert np.allclose(episode["lrs"], rate)
+
+
+def test_parallel_workers_give_the_same_episodes_as_one_process():
+    kwargs = {"overrides": TINY, "instances": [0, 1, 2], "progress": False}
+    serial = ganno_bench.evaluate(load_agent("halve-on-plateau"), [EASY], "test", [0, 1], **kwargs)
+    parallel = ganno_bench.evaluate(
+        load_agent("halve-on-plateau"), [EASY], "test", [0, 1], workers=2, **kwargs
+    )
+
+    def strip(card):
+        return [{k: v for k, v in e.items() if k != "wall_time_s"} for e in card["episodes"]]
+
+    assert strip(serial) == strip(parallel)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ganno_bench.cli", *args]
+
+
+def test_a_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path):
+    out = tmp_path / "card.json"
+    journal = tmp_path / "card.json.partial.jsonl"
+    command = _cli(
+        "evaluate",
+        "--agent",
+        "random",
+        "--env",
+        EASY,
+        "--split",
+        "test",
+        "--seeds",
+        "0",
+        "1",
+        "--instances",
+        *map(str, range(10)),
+        "--decisions",
+        "4",
+        "--inner-steps",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    before_kill = [
+        json.loads(line) for line in journal.read_text().splitlines()[1:] if line.endswith("}")
+    ]
+    assert 3 <= len(before_kill) < 20
+
+    subprocess.run(command, check=True, timeout=300)
+    card = load_card(out)
+    keys = [(e["env_id"], e["instance"], e["seed"]) for e in card["episodes"]]
+    assert len(keys) == len(set(keys)) == 20
+    assert not journal.exists()
+    by_key = {(e["env_id"], e["instance"], e["seed"]): e for e in card["episodes"]}
+    for record in before_kill:  # finished episodes were kept, not run again
+        assert by_key[(record["env_id"], record["instance"], record["seed"])] == record
+    # and resuming changed no number: an uninterrupted run agrees on every score
+    fresh = ganno_bench.evaluate(
+        load_agent("random"),
+        [EASY],
+        "test",
+        [0, 1],
+        overrides={"decisions": 4, "inner_steps": 3},
+        instances=range(10),
+        progress=False,
+    )
+    assert [e["final_test_loss"] for e in fresh["episodes"]] == [
+        e["final_test_loss"] for e in card["episodes"]
+    ]
+
+
+def test_a_journal_of_another_run_is_refused(tmp_path):
+    out = tmp_path / "card.json"
+    journal = tmp_path / "card.json.partial.jsonl"
+    journal.write_text(json.dumps({"header": {"agent": {"name": "other"}}}) + "\n")
+    with pytest.raises(ValueError, match="different evaluation"):
+        ganno_bench.evaluate(
+            load_agent("constant"),
+            [EASY],
+            "test",
+            [0],
+            out=out,
+            overrides=TINY,
+            instances=[0],
+            progress=False,
+        )
+
+
+def test_unknown_agent_and_unknown_ids_are_clear_errors(capsys):
+    with pytest.raises(UnknownAgentError, match="halve-on-plateau"):
+        load_agent("halve-on-plateu")
+    with pytest.raises(UnknownAgentError, match="cannot load agent"):
+        load_agent("no_such_module:agent")
+    with pytest.raises(ganno_bench.UnknownEnvironmentError, match="no registered id matches"):
+        resolve_ids(["ganno/*Huge*"])
+    from ganno_bench.cli import main
+
+    assert main(["evaluate", "--agent", "nope", "--env", EASY]) == 2
+    assert "Built-in agents" in capsys.readouterr().err
+    assert main(["evaluate", "--agent", "constant", "--env", "ganno/LayerLR-MLP-Esay-v0"]) == 2
+    assert EASY in capsys.readouterr().err
+
+
+def test_user_agents_load_from_module_attribute():
+    agent = load_agent("tests.test_evaluation:USER_AGENT")
+    assert agent.name == "user-constant" and agent.action_mode == "log_lr"
+    shipped = {
+        "constant",
+        "step",
+        "exponential",
+        "cosine",
+        "cosine-restarts",
+        "warmup-cosine",
+        "one-cycle",
+        "reduce-on-plateau",
+        "cyclical",
+        "hypergradient",
+        "lars",
+        "random",
+        "halve-on-plateau",
+    }
+    assert shipped <= set(builtin_agents())
+
+
+USER_AGENT = ScheduleAgent(constant_log_lr, "user-constant")
+
+
+@pytest.fixture(scope="module")
+def good_card():
+    return ganno_bench.evaluate(
+        FunctionAgent(lambda o, i, r: dict.fromkeys(o, 2), "keep"),
+        [EASY],
+        "test",
+        [0],
+        overrides=TINY,
+        instances=[0],
+        progress=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.pop("split"), "'split' is a required property"),
+        (lambda c: c.update(split="validation"), "field split"),
+        (lambda c: c["episodes"][0].update(final_test_accuracy=1.5), "episodes/0/final_test_acc"),
+        (lambda c: c["episodes"][0].update(diverged="no"), "episodes/0/diverged"),
+        (lambda c: c["agent"].update(action_mode="both"), "field agent/action_mode"),
+        (lambda c: c.update(schema_version=7), "schema_version 7 is not supported"),
+        (lambda c: c.update(kind="someone-else/card"), "not a ganno-bench result card"),
+    ],
+)
+def test_malformed_or_foreign_cards_name_the_wrong_field(good_card, tmp_path, edit, message):
+    card = json.loads(json.dumps(good_card))
+    edit(card)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(card))
+    with pytest.raises(CardError, match=message):
+        load_card(path)
+
+
+def test_unreadable_card_files(tmp_path):
+    with pytest.raises(CardError, match="no result card"):
+        load_card(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(CardError, match="not valid JSON"):
+        load_card(broken)

@@ -1,0 +1,136 @@
+"""The generalisation reproduction: per-seed policy cards merged, table checked with scipy."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+import ganno_bench
+from ganno_bench.cli import main
+from ganno_bench.generalisation import (
+    generalisation_table,
+    merge_seed_cards,
+    reproduce_generalisation,
+    shipped_policies,
+)
+from ganno_bench.leaderboard import scores_for
+from ganno_bench.zoo import load_agent
+
+TARGETS = ("ganno/LayerLR-MLP-Hard-v0", "ganno/LayerLR-CNN-Easy-v0")
+TINY = {"decisions": 3, "inner_steps": 2}
+INSTANCES = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def baseline_cards() -> list[dict]:
+    return [
+        ganno_bench.evaluate(
+            load_agent(name),
+            list(TARGETS),
+            "test",
+            seeds=[0],
+            instances=INSTANCES,
+            overrides=TINY,
+            progress=False,
+        )
+        for name in ("constant", "random")
+    ]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, baseline_cards) -> tuple:
+    out = tmp_path_factory.mktemp("gen")
+    text = reproduce_generalisation(
+        policies=shipped_policies()[:2],
+        results_dir=out / "results",
+        out_dir=out,
+        baseline_cards=baseline_cards,
+        splits=["test"],
+        targets=TARGETS,
+        overrides=TINY,
+        instances=INSTANCES,
+        n_resamples=200,
+        progress=False,
+    )
+    return out, text
+
+
+def test_policy_cards_of_each_seed_are_merged_with_seeds_as_training_seeds(reproduced):
+    out, _ = reproduced
+    cards = [
+        json.loads((out / "cards" / f"ppo-mlp-easy-seed{s}-test.json").read_text()) for s in (0, 1)
+    ]
+    assert [c["seeds"] for c in cards] == [[0], [1]]
+    merged = merge_seed_cards(cards, "ppo-mlp-easy")
+    assert merged["seeds"] == [0, 1]
+    assert len(merged["episodes"]) == 2 * len(TARGETS) * len(INSTANCES)
+    digests = {c["checkpoint_sha256"] for c in merged["agent"]["config"]["per_seed"].values()}
+    assert len(digests) == 2  # two different policies, each recorded
+    with pytest.raises(ValueError, match="share seeds"):
+        merge_seed_cards([cards[0], copy.deepcopy(cards[0])], "x")
+    other = copy.deepcopy(cards[1])
+    other["split"] = "test-ood"
+    with pytest.raises(ValueError, match="split"):
+        merge_seed_cards([cards[0], other], "x")
+    assert not (out / "results").exists()  # a reduced run leaves the leaderboard alone
+
+
+def test_table_matches_independent_scipy_computations(reproduced, baseline_cards):
+    out, text = reproduced
+    (table,) = json.loads((out / "table.json").read_text())
+    assert table["metric"] == "neg_test_loss"  # overridden tasks have no reference values
+    assert {r["agent"] for r in table["baselines"]} == {"constant", "random"}
+    cards = [
+        json.loads((out / "cards" / f"ppo-mlp-easy-seed{s}-test.json").read_text()) for s in (0, 1)
+    ]
+    mine = scores_for(merge_seed_cards(cards, "ppo-mlp-easy"), "neg_test_loss")
+    pooled = np.concatenate([mine[t] for t in sorted(mine)])
+    assert table["policy"]["iqm_all"]["value"] == pytest.approx(sps.trim_mean(pooled, 0.25))
+    assert table["policy"]["iqm"]["CNN"]["value"] == pytest.approx(
+        sps.trim_mean(mine["ganno/LayerLR-CNN-Easy-v0"], 0.25)
+    )
+    for row in table["baselines"]:
+        card = next(c for c in baseline_cards if c["agent"]["name"] == row["agent"])
+        theirs = scores_for(card, "neg_test_loss")
+        expected = np.mean(
+            [
+                sps.mannwhitneyu(mine[t], theirs[t]).statistic / (mine[t].size * theirs[t].size)
+                for t in TARGETS
+            ]
+        )
+        p = row["p_policy_better"]
+        assert p["value"] == pytest.approx(expected)
+        assert p["low"] <= p["value"] <= p["high"]
+        assert row["agent"] in text
+    values = [r["iqm_all"]["value"] for r in table["baselines"]]
+    assert values == sorted(values, reverse=True)  # best baseline first
+    assert (out / "README.md").read_text() == text
+
+
+def test_baselines_missing_a_target_are_left_out(reproduced, baseline_cards):
+    out, _ = reproduced
+    cards = [
+        json.loads((out / "cards" / f"ppo-mlp-easy-seed{s}-test.json").read_text()) for s in (0, 1)
+    ]
+    partial = copy.deepcopy(baseline_cards[0])
+    partial["episodes"] = [e for e in partial["episodes"] if e["env_id"] == TARGETS[0]]
+    partial["envs"] = {TARGETS[0]: partial["envs"][TARGETS[0]]}
+    table = generalisation_table(
+        merge_seed_cards(cards, "ppo-mlp-easy"),
+        [partial, baseline_cards[1]],
+        metric="neg_test_loss",
+        n_resamples=50,
+    )
+    assert [r["agent"] for r in table["baselines"]] == ["random"]
+
+
+def test_reproduce_command_with_a_missing_policy_names_the_file(tmp_path, capsys):
+    code = main(
+        ["reproduce", "generalisation", "--policy", str(tmp_path / "absent.zip"), "--quiet"]
+    )
+    assert code == 2
+    assert "absent.zip" in capsys.readouterr().err

@@ -1,0 +1,241 @@
+"""PPO training through the parameter-shared vector env, and saved policies as agents."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+import ganno_bench
+from ganno_bench.cli import main
+from ganno_bench.policy_agent import PolicyAgent, load_policy
+from ganno_bench.training import latest_checkpoint, load_ppo_config, train_ppo
+from ganno_bench.zoo import UnknownAgentError, load_agent
+
+EASY = "ganno/LayerLR-MLP-Easy-v0"
+TINY = {"decisions": 8, "inner_steps": 5}
+# One rollout = n_steps x copies x 3 layers = 8 x 2 x 3 = 48 timesteps.
+SMALL = {**load_ppo_config(), "n_steps": 8, "batch_size": 24, "n_epochs": 2, "num_copies": 2}
+
+
+def _parameters(path) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in load_policy(path).policy.parameters()]
+
+
+def _returns(agent, instances, overrides=TINY) -> np.ndarray:
+    card = ganno_bench.evaluate(
+        agent, [EASY], "train", seeds=[0], instances=instances, overrides=overrides, progress=False
+    )
+    return np.array([e["return"] for e in card["episodes"]])
+
+
+def test_training_writes_checkpoints_logs_evaluations_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    kw = dict(
+        seed=3,
+        out=run,
+        overrides=TINY,
+        config=SMALL,
+        checkpoint_every=48,
+        eval_every=48,
+        eval_instances=2,
+        progress=False,
+    )
+    final = train_ppo(EASY, 96, **kw)
+    assert final == run / "final.zip" and final.is_file()
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.zip")) == [
+        "ppo_48.zip",
+        "ppo_96.zip",
+    ]
+    assert latest_checkpoint(run).name == "ppo_96.zip"
+    assert list((run / "tb").rglob("events.out.tfevents.*")), "no TensorBoard log"
+    lines = [json.loads(x) for x in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert [e["timesteps"] for e in lines] == [48, 96]
+    assert all(np.isfinite(e["mean_return"]) and 0 <= e["diverged_fraction"] <= 1 for e in lines)
+
+    # the same command with a larger budget resumes from ppo_96 instead of starting over
+    train_ppo(EASY, 192, **kw)
+    assert load_policy(run / "final.zip").num_timesteps == 192
+    names = sorted(p.name for p in (run / "checkpoints").glob("*.zip"))
+    assert names == ["ppo_144.zip", "ppo_192.zip", "ppo_48.zip", "ppo_96.zip"]
+    assert [
+        json.loads(x)["timesteps"] for x in (run / "evaluations.jsonl").read_text().splitlines()
+    ] == [48, 96, 144, 192]
+
+    with pytest.raises(ValueError, match="seed"):
+        train_ppo(EASY, 192, **{**kw, "seed": 4})  # another run's folder
+
+
+def test_training_is_reproducible_from_its_seed(tmp_path):
+    kw = dict(
+        overrides=TINY, config=SMALL, checkpoint_every=10**9, eval_every=10**9, progress=False
+    )
+    a = _parameters(train_ppo(EASY, 96, seed=1, out=tmp_path / "a", **kw))
+    b = _parameters(train_ppo(EASY, 96, seed=1, out=tmp_path / "b", **kw))
+    c = _parameters(train_ppo(EASY, 96, seed=2, out=tmp_path / "c", **kw))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_resumed_training_is_reproducible(tmp_path):
+    """Two runs resumed from one checkpoint end with the same weights."""
+    kw = dict(overrides=TINY, config=SMALL, checkpoint_every=48, eval_every=10**9, progress=False)
+    train_ppo(EASY, 48, seed=5, out=tmp_path / "base", **kw)
+    ckpt = tmp_path / "base" / "checkpoints" / "ppo_48.zip"
+    x = train_ppo(EASY, 96, seed=5, out=tmp_path / "x", resume_from=ckpt, **kw)
+    y = train_ppo(EASY, 96, seed=5, out=tmp_path / "y", resume_from=ckpt, **kw)
+    assert load_policy(x).num_timesteps == 96
+    assert all(torch.equal(p, q) for p, q in zip(_parameters(x), _parameters(y), strict=True))
+
+
+def test_ppo_learns_to_beat_the_random_policy(tmp_path):
+    """Statistical: over 3 training seeds, the trained policy's returns beat random's.
+
+    Same 12 train instances for both; one-sided Wilcoxon signed-rank test on the paired
+    per-instance returns of all seeds (36 pairs) at the 1% level, and every seed's mean
+    return above random's.
+    """
+    instances = list(range(12))
+    random_returns = _returns(load_agent("random"), instances)
+    trained = []
+    for seed in range(3):
+        path = train_ppo(
+            EASY,
+            10_000,
+            seed=seed,
+            out=tmp_path / str(seed),
+            overrides=TINY,
+            checkpoint_every=10**9,
+            eval_every=10**9,
+            progress=False,
+        )
+        trained.append(_returns(PolicyAgent.from_path(path), instances))
+    for returns in trained:
+        assert returns.mean() > random_returns.mean()
+    test = sps.wilcoxon(np.concatenate(trained), np.tile(random_returns, 3), alternative="greater")
+    assert test.pvalue < 0.01
+
+
+def test_recurrent_policy_trains_and_drives_a_deeper_network(tmp_path):
+    config = {**load_ppo_config(recurrent=True), "n_steps": 8, "batch_size": 24, "n_epochs": 1}
+    path = train_ppo(
+        EASY,
+        48,
+        seed=0,
+        out=tmp_path / "lstm",
+        recurrent=True,
+        overrides=TINY,
+        config=config,
+        num_copies=2,
+        checkpoint_every=10**9,
+        eval_every=10**9,
+        progress=False,
+    )
+    agent = PolicyAgent.from_path(path)
+    assert agent.config()["algorithm"] == "RecurrentPPO"
+    card = ganno_bench.evaluate(
+        agent,
+        ["ganno/LayerLR-MLP-Hard-v0"],
+        "test",
+        seeds=[0],
+        instances=[0],
+        overrides={"decisions": 3, "inner_steps": 2},
+        progress=False,
+    )
+    assert [len(row) for row in card["episodes"][0]["lrs"]] == [8, 8, 8]
+
+
+@pytest.fixture(scope="module")
+def shipped() -> PolicyAgent:
+    agent = load_agent("ppo-mlp-easy-seed0")
+    assert isinstance(agent, PolicyAgent)
+    return agent
+
+
+@pytest.mark.parametrize(
+    ("env_id", "layers"), [("ganno/LayerLR-MLP-Hard-v0", 8), ("ganno/LayerLR-CNN-Hard-v0", 7)]
+)
+def test_shipped_policy_drives_hard_and_cnn_ids(shipped, env_id, layers):
+    overrides = {"decisions": 4, "inner_steps": 2}
+    cards = [
+        ganno_bench.evaluate(
+            shipped,
+            [env_id],
+            "test",
+            seeds=[0],
+            instances=[0, 1],
+            overrides=overrides,
+            progress=False,
+        )
+        for _ in range(2)
+    ]
+    episodes = cards[0]["episodes"]
+    assert [len(e["lrs"]) for e in episodes] == [4, 4]
+    factors = np.log(ganno_bench.spec(env_id).factors)
+    for e in episodes:
+        lrs = np.array(e["lrs"])
+        assert lrs.shape == (4, layers)
+        # every per-layer change between decisions is one of the id's factors (or a bound)
+        steps = np.log(lrs[1:] / lrs[:-1])
+        assert np.all(np.min(np.abs(steps[..., None] - factors), axis=-1) < 1e-9)
+    # deterministic: the same card values twice
+    assert [e["lrs"] for e in episodes] == [e["lrs"] for e in cards[1]["episodes"]]
+    assert cards[0]["agent"]["config"]["checkpoint_sha256"]
+
+
+def test_policy_agent_rejects_an_id_with_another_factor_set(shipped):
+    with pytest.raises(ValueError, match="factors"):
+        ganno_bench.evaluate(
+            shipped,
+            [EASY],
+            "test",
+            seeds=[0],
+            instances=[0],
+            overrides={"decisions": 2, "inner_steps": 1, "factors": (0.5, 1.0, 2.0)},
+            progress=False,
+        )
+
+
+def test_saved_policies_load_by_path_and_missing_ones_say_how_to_make_them(tmp_path, shipped):
+    agent = load_agent(str(shipped.path))
+    assert isinstance(agent, PolicyAgent) and agent.path == shipped.path
+    with pytest.raises(FileNotFoundError, match="ganno-bench train ppo"):
+        load_agent(str(tmp_path / "nope.zip"))
+    with pytest.raises(UnknownAgentError, match="ppo-mlp-easy-seed0"):
+        load_agent("ppo-mlp-easy-seed9")
+
+
+def test_train_command_runs_and_unknown_ids_fail_clearly(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "train",
+            "ppo",
+            "--env",
+            EASY,
+            "--timesteps",
+            "24",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+            "--decisions",
+            "4",
+            "--inner-steps",
+            "2",
+            "--copies",
+            "1",
+            "--eval-every",
+            "1000000",
+            "--quiet",
+            "--export",
+            str(tmp_path / "p.zip"),
+        ]
+    )
+    assert code == 0 and (out / "final.zip").is_file() and (tmp_path / "p.zip").is_file()
+    assert "trained policy" in capsys.readouterr().out
+    assert main(["train", "ppo", "--env", "ganno/LayerLR-MLP-Eazy-v0", "--timesteps", "8"]) == 2
+    assert "ganno/LayerLR-MLP-Easy-v0" in capsys.readouterr().err
