@@ -49,8 +49,13 @@ SPLITS = ("test", "test-ood")
 AGENT_NAME = "ppo-mlp-easy"
 REGENERATE = (
     "ganno-bench train ppo --env ganno/LayerLR-MLP-Easy-v0 --timesteps 100000 --seed S "
-    "--export baselines/ppo/ppo-mlp-easy-seedS.zip   (S = 0, 1, 2)"
+    "--export baselines/ppo/ppo-mlp-easy-seedS.zip"
 )
+METRIC_MEANING = {
+    "normalised_score": "the normalised score (0 = the instance's default constant rate, "
+    "1 = the best constant rate of a log grid)",
+    "neg_test_loss": "the negated final inner-test loss (overridden tasks have no references)",
+}
 
 
 def shipped_policies() -> list[Path]:
@@ -290,12 +295,11 @@ def reproduce_generalisation(
             "",
             "Written by `ganno-bench reproduce generalisation`. Policies: "
             + ", ".join(f"`{p.name}`" for p in policies)
-            + f" (one per training seed; regenerate with `{REGENERATE}`).",
-            f"Metric: {metric} (normalised score: 0 = the instance's default constant rate, "
-            "1 = the best constant rate of a log grid; higher is better), IQM over instances "
-            f"x seeds with 95% stratified-bootstrap CIs ({n_resamples} resamples, seed {seed}); "
-            "P(PPO > agent) is the "
-            "Mann-Whitney probability that a PPO run beats the agent's run on the same id.",
+            + f" (one per training seed S; regenerate with `{REGENERATE}`).",
+            f"Metric: {METRIC_MEANING[metric]}, higher is better. IQM over instances x seeds "
+            f"with 95% stratified-bootstrap CIs ({n_resamples} resamples, seed {seed}); "
+            "P(PPO > agent) is the Mann-Whitney probability that a PPO run beats the agent's "
+            "run on the same id, averaged over the ids.",
             "",
             *(s + "\n" for s in sections),
         ]
