@@ -383,6 +383,38 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_boil(args: argparse.Namespace) -> int:
+    from ganno_bench.evaluation import resolve_ids
+
+    ids = resolve_ids(args.env or ["ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"])
+    if args.action == "tune":
+        from ganno_bench.boil import tune_schedules
+        from ganno_bench.zoo import baselines_dir
+
+        path = baselines_dir() / "boil.toml"
+        tuned = tune_schedules(
+            ids, path, iterations=args.iterations, instances=args.instances, seed=args.seed
+        )
+        for env_id in ids:
+            params = ", ".join(f"{k} {v:.3g}" for k, v in tuned[env_id].items())
+            print(f"{env_id:36} {params}")
+        print(f"wrote {path}")
+        return 0
+    from ganno_bench.boil_claim import run_claim
+
+    print(
+        run_claim(
+            ids,
+            args.out,
+            seeds=args.seeds,
+            iterations=args.iterations,
+            instances=args.instances,
+            progress=not args.quiet,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganno-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -463,6 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_budget_options(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("boil", help="BOIL: tune the schedule family, or measure BOIL's claim")
+    p.add_argument("action", choices=["tune", "claim"])
+    p.add_argument("--env", action="append", help="ids (default: MLP-Easy and CNN-Easy)")
+    p.add_argument("--iterations", type=int, default=12, help="real training runs per tuning")
+    p.add_argument("--instances", type=int, nargs="+", default=[0, 1], help="train instances")
+    p.add_argument("--seed", type=int, default=0, help="tune: the tuning seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="claim: seeds")
+    p.add_argument("--out", default="leaderboards/boil", help="claim: output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_boil)
 
     p = sub.add_parser("compare", help="side-by-side of two result cards with CIs")
     p.add_argument("card_a")

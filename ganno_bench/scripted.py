@@ -189,13 +189,17 @@ class LayerwiseRuleAgent:
 
 def load_baselines(path: Path) -> dict[str, Any]:
     """Agents from a baselines TOML file: one table per agent, named by its key
-    (schedules, layerwise rules, and PBT tables with ``method = "pbt"``)."""
+    (schedules, layerwise rules, ``method = "pbt"`` and BOIL's ``method = "family"``)."""
     agents: dict[str, Any] = {}
     for name, table in tomllib.loads(path.read_text()).items():
         table = dict(table)
         base_lr = table.pop("base_lr", None)
         table.pop("tuned_on", None)  # provenance, not a setting
-        if table.get("method") == "pbt":
+        if table.get("method") == "family":
+            from ganno_bench.boil import FamilyScheduleAgent
+
+            agents[name] = FamilyScheduleAgent(name, per_id=dict(table["per_id"]))
+        elif table.get("method") == "pbt":
             from ganno_bench.pbt import PBTAgent, PBTConfig
 
             table.pop("method")

@@ -1,0 +1,167 @@
+"""BOIL's claim, measured in the suite: the schedule found versus the tuning time spent, for
+BOIL, plain BO on full-length runs, random search and grid search, over several seeds.
+
+Every method tunes the same schedule family on the same train instances of an id
+(:func:`ganno_bench.boil.env_objective`) for the same number of real training runs. After
+each run its incumbent is scored by one full-length run (``r(T)``, the share of the
+chance-level validation loss removed; cached, not charged to the method). Reported per id
+and method: the final incumbent's score (mean over seeds with a 95% t-interval), the mean
+tuning cost (inner steps) and wall time, and the score each method held when the fastest
+method finished (equal wall time); the plot shows the mean incumbent score over wall time.
+Finished (id, method, seed) runs are appended to ``runs.jsonl`` at once, so a killed
+experiment resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from ganno_bench.boil import BOIL, METHODS, env_objective
+
+__all__ = ["claim_table", "run_claim"]
+
+
+def _incumbent_at(trace: Sequence[dict[str, Any]], wall_time: float) -> float:
+    """The score held at ``wall_time`` (the first incumbent before any run ended)."""
+    held = [t["score"] for t in trace if t["wall_time_s"] <= wall_time]
+    return held[-1] if held else trace[0]["score"]
+
+
+def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    x = np.asarray(values, dtype=float)
+    if x.size < 2 or np.all(x == x[0]):
+        return float(x.mean()), float(x.mean()), float(x.mean())
+    low, high = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
+    return float(x.mean()), float(low), float(high)
+
+
+def run_claim(
+    ids: Sequence[str],
+    out_dir: str | Path = "leaderboards/boil",
+    *,
+    methods: Sequence[str] = METHODS,
+    seeds: Sequence[int] = (0, 1, 2),
+    iterations: int = 12,
+    instances: Sequence[int] = (0, 1),
+    progress: bool = True,
+) -> str:
+    """Run (or resume) the experiment; write ``runs.jsonl``, ``README.md`` and the plot."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = out / "runs.jsonl"
+    done = {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a killed run's last line
+                continue
+            done[(record["env_id"], record["method"], record["seed"])] = record
+    todo = [(i, m, s) for i in ids for m in methods for s in seeds if (i, m, s) not in done]
+    cache: dict[tuple, float] = {}
+    with open(journal, "a") as sink, tqdm(todo, disable=not progress, desc="BOIL claim") as bar:
+        for env_id, method, seed in bar:
+            objective, task = env_objective(env_id, instances)
+
+            def full_score(x: Sequence[float], objective=objective, task=task, env_id=env_id):
+                key = (env_id, tuple(np.round(x, 12)))
+                if key not in cache:
+                    cache[key] = float(objective(np.asarray(x), task.decisions)[0][-1])
+                return cache[key]
+
+            optimiser = BOIL(objective, 3, task.decisions, method=method, seed=seed)
+            optimiser.run(iterations)
+            trace = [{**t, "score": full_score(t["incumbent"])} for t in optimiser.trace]
+            record = {"env_id": env_id, "method": method, "seed": seed, "trace": trace}
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            done[(env_id, method, seed)] = record
+    records = [done[(i, m, s)] for i in ids for m in methods for s in seeds]
+    table = claim_table(records)
+    _plot(records, out / "boil-claim.png")
+    text = "\n".join(
+        [
+            "# BOIL's claim: schedule found versus tuning time",
+            "",
+            f"Written by `ganno-bench boil claim`. Each method tunes the schedule family "
+            f"(initial log10 rate, depth slope, decay power) on train instances "
+            f"{list(instances)} for {iterations} training runs, seeds {list(seeds)}. Score: "
+            "the incumbent's full-length `1 - val_loss / log(classes)` (higher is better), "
+            "mean over seeds [95% t-interval]; cost in inner steps; 'at equal time' is the "
+            "score each method held when the fastest method (by mean wall time) had finished.",
+            "",
+            table,
+            "",
+            "![score versus wall time](boil-claim.png)",
+            "",
+        ]
+    )
+    tmp = out / "README.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / "README.md")
+    return text
+
+
+def claim_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table per id and method (see the module doc)."""
+    lines = [
+        "| id | method | final score [95% CI] | at equal time [95% CI] | cost (steps) | "
+        "wall time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_id in dict.fromkeys(r["env_id"] for r in records):
+        mine = [r for r in records if r["env_id"] == env_id]
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        walls = {
+            m: np.mean([r["trace"][-1]["wall_time_s"] for r in mine if r["method"] == m])
+            for m in methods
+        }
+        common = min(walls.values())
+        for m in methods:
+            runs = [r for r in mine if r["method"] == m]
+            final = _mean_ci([r["trace"][-1]["score"] for r in runs])
+            equal = _mean_ci([_incumbent_at(r["trace"], common) for r in runs])
+            cost = np.mean([r["trace"][-1]["cost"] for r in runs])
+            lines.append(
+                f"| {env_id} | {m} | {final[0]:.4f} [{final[1]:.4f}, {final[2]:.4f}] | "
+                f"{equal[0]:.4f} [{equal[1]:.4f}, {equal[2]:.4f}] | {cost:.0f} | "
+                f"{walls[m]:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = list(dict.fromkeys(r["env_id"] for r in records))
+    fig, axes = plt.subplots(1, len(ids), figsize=(5 * len(ids), 3.6), squeeze=False)
+    for ax, env_id in zip(axes[0], ids, strict=True):
+        mine = [r for r in records if r["env_id"] == env_id]
+        end = max(r["trace"][-1]["wall_time_s"] for r in mine)
+        grid = np.linspace(0.0, end, 200)
+        for method in dict.fromkeys(r["method"] for r in mine):
+            runs = [r for r in mine if r["method"] == method]
+            curve = np.mean([[_incumbent_at(r["trace"], t) for t in grid] for r in runs], axis=0)
+            ax.step(grid, curve, where="post", label=method)
+        ax.set_title(env_id.split("/")[-1])
+        ax.set_xlabel("tuning wall time (s)")
+        ax.set_ylabel("incumbent score (mean over seeds)")
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)

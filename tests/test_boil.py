@@ -1,0 +1,142 @@
+"""BOIL: curve compression against hand-computed values, the schedule family, the
+acquisition's pieces, selective augmentation, and a real tuning run on a cheap id."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+import ganno_bench
+from ganno_bench.boil import (
+    BOIL,
+    FamilyScheduleAgent,
+    compress_curve,
+    env_objective,
+    log_expected_improvement,
+    logistic_weights,
+    tune_schedules,
+)
+from ganno_bench.boil_claim import _incumbent_at, claim_table
+from ganno_bench.scripted import load_baselines
+
+EASY = "ganno/LayerLR-MLP-Easy-v0"
+
+
+def test_compression_matches_hand_computed_values():
+    # x = linspace(-6, 6, 4) = -6, -2, 2, 6; l = 1/(1+e^-x); tau = int(4 * 4 / 12) = 1
+    # score = (2 l(-2) + 3 l(2) + 4 l(6)) / 3
+    #       = (0.2384058440 + 2.6423912340 + 3.9901095072) / 3 = 2.2903021951
+    assert compress_curve([1, 2, 3, 4], 4, 0.0, 1.0) == pytest.approx(2.2903021951, abs=1e-9)
+    # L = 2 of max 6: x = -6, -3.6; m0 = -2, g0 = 2: l = 1/(1+e^8), 1/(1+e^3.2); tau = 0
+    assert compress_curve([1, 1], 6, -2.0, 2.0) == pytest.approx(
+        (0.000335350130 + 0.039165722796) / 2, abs=1e-9
+    )
+    # the midpoint moves the cut: m0 = 3, L = 12 -> tau = int(7 * 12 / 12) = 7
+    curve = np.arange(12.0)
+    weights = logistic_weights(12, 12, 3.0, 0.5)
+    assert compress_curve(curve, 12, 3.0, 0.5) == pytest.approx(np.mean(curve[7:] * weights[7:]))
+
+
+def test_logistic_weights_rise_through_the_midpoint():
+    w = logistic_weights(50, 50, 1.0, 1.5)
+    assert np.all(np.diff(w) > 0)
+    x = np.linspace(-6, 6, 50)
+    assert w[np.argmin(np.abs(x - 1.0))] == pytest.approx(0.5, abs=0.1)
+    assert logistic_weights(10, 50, 1.0, 1.5).tolist() == w[:10].tolist()  # a prefix
+
+
+def test_family_schedule_follows_its_formula():
+    env = ganno_bench.make(EASY, split="test", action_mode="log_lr", decisions=4, inner_steps=1)
+    obs, infos = env.reset(options={"instance": 0})
+    agent = FamilyScheduleAgent(log10_lr0=-2.0, depth_slope=0.6, decay_power=2.0)
+    agent.reset(env.task, env.instance, env.possible_agents, 0)
+    seen = []
+    while env.agents:
+        obs, _, _, _, infos = env.step(agent.act(obs, infos))
+        seen.append([math.log10(infos[a]["lr"]) for a in env.possible_agents])
+    for t, row in enumerate(seen):
+        expected = [-2.0 + 0.6 * (d - 0.5) + 2.0 * math.log10(1 - t / 4) for d in (0, 0.5, 1)]
+        assert row == pytest.approx(expected, abs=1e-9)
+
+
+def test_log_expected_improvement_is_exact_and_stable_in_the_tail():
+    mean, std, best = np.array([0.0, 0.5, -1.0]), np.array([1.0, 0.2, 0.5]), 0.3
+    z = (mean - best) / std
+    direct = std * (z * sps.norm.cdf(z) + sps.norm.pdf(z))
+    np.testing.assert_allclose(log_expected_improvement(mean, std, best), np.log(direct))
+    far = log_expected_improvement(np.array([-50.0, -60.0]), np.array([1.0, 1.0]), 0.0)
+    assert np.all(np.isfinite(far)) and far[0] > far[1]  # still ordered far below best
+
+
+def _bowl(x: np.ndarray, length: int) -> tuple[np.ndarray, float]:
+    """A learning curve that rises towards 1 - |x - 0.7|^2, faster for a larger x[1]."""
+    top = 1.0 - float(np.sum((np.asarray(x) - 0.7) ** 2))
+    u = np.arange(1, length + 1)
+    return top * (1 - np.exp(-u * (0.2 + 0.3 * x[1]))), float(length)
+
+
+def test_augmentation_adds_virtual_points_of_the_same_curve_until_ill_conditioned():
+    opt = BOIL(_bowl, 3, 20, seed=0, n_init=3, max_augment=3)
+    opt.run(5)
+    virtual = [r for r in opt.runs if r.virtual]
+    real = [r for r in opt.runs if not r.virtual]
+    assert 0 < len(virtual) <= 3 * len(real)
+    for v in virtual:
+        parent = next(r for r in real if np.array_equal(r.x, v.x) and r.length > v.length)
+        assert np.array_equal(v.curve, parent.curve[: v.length])  # cut from its own curve
+    strict = BOIL(_bowl, 3, 20, seed=0, n_init=3, max_condition=1.0)
+    strict.run(5)
+    assert not any(r.virtual for r in strict.runs)  # every virtual point was refused
+
+
+def test_methods_run_the_lengths_they_should():
+    bo = BOIL(_bowl, 3, 20, method="bo", seed=1, n_init=2)
+    bo.run(5)
+    assert {r.length for r in bo.runs} == {20} and not any(r.virtual for r in bo.runs)
+    grid = BOIL(_bowl, 3, 20, method="grid", seed=1)
+    grid.run(27)
+    assert len({tuple(r.x) for r in grid.runs}) == 27  # the whole 3^3 grid, once each
+    boil = BOIL(_bowl, 3, 20, seed=1, n_init=3)
+    boil.run(5)
+    assert min(r.length for r in boil.runs if not r.virtual) < 20  # it uses short runs
+    assert boil.trace[-1]["cost"] == sum(r.length for r in boil.runs if not r.virtual)
+
+
+def test_boil_on_a_cheap_id_beats_its_initial_design():
+    objective, task = env_objective(EASY, instances=(0,))
+    opt = BOIL(objective, 3, task.decisions, seed=0, n_init=3)
+    best = opt.run(12)
+    full = [objective(r.x, task.decisions)[0][-1] for r in opt.runs[:3] if not r.virtual]
+    assert objective(best, task.decisions)[0][-1] > max(full)
+
+
+def test_tuned_schedules_are_frozen_and_load_as_an_agent(tmp_path):
+    path = tmp_path / "boil.toml"
+    tuned = tune_schedules([EASY], path, iterations=3, instances=(0,), seed=0)
+    agent = load_baselines(path)["boil"]
+    assert isinstance(agent, FamilyScheduleAgent)
+    assert agent.per_id[EASY] == pytest.approx(tuned[EASY])
+    env = ganno_bench.make("ganno/LayerLR-CNN-Easy-v0", action_mode="log_lr")
+    with pytest.raises(ValueError, match="boil tune"):
+        agent.reset(env.task, None, env.possible_agents, 0)
+
+
+def test_claim_table_scores_at_equal_wall_time():
+    def record(method, seed, points):
+        trace = [{"wall_time_s": w, "score": s, "cost": c} for w, s, c in points]
+        return {"env_id": "x", "method": method, "seed": seed, "trace": trace}
+
+    records = [
+        record("fast", 0, [(1.0, 0.5, 10), (2.0, 0.6, 20)]),
+        record("fast", 1, [(1.0, 0.7, 10), (2.0, 0.8, 20)]),
+        record("slow", 0, [(1.5, 0.1, 10), (4.0, 0.9, 20)]),
+        record("slow", 1, [(3.0, 0.2, 10), (6.0, 1.0, 20)]),
+    ]
+    assert _incumbent_at(records[2]["trace"], 2.0) == 0.1
+    assert _incumbent_at(records[3]["trace"], 2.0) == 0.2  # nothing yet: the first incumbent
+    rows = {line.split("|")[2].strip(): line for line in claim_table(records).splitlines()[2:]}
+    assert rows["fast"].split("|")[3].strip().startswith("0.7000")  # final mean of .6, .8
+    assert rows["slow"].split("|")[4].strip().startswith("0.1500")  # at fast's 2.0 s
