@@ -5,7 +5,8 @@ The schedule family (:class:`FamilyScheduleAgent`) has three hyperparameters: th
 log10 rate, a depth slope (decades between the first and last layer's rate) and a decay
 power ``p`` (rate x (1 - t/T)^p over the ``T`` decisions). A training run of length ``t``
 plays the schedule for its first ``t`` decisions and yields the learning curve ``r(u)``,
-the negated normalised validation loss after each decision.
+the share of the chance-level validation loss removed after each decision (see
+:func:`env_objective`).
 
 What BOIL adds, written here (the GP itself is scikit-learn's):
 
@@ -46,7 +47,7 @@ from scipy.stats import qmc
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import Ridge
 
 from ganno_bench.agents import Actions, Infos, Observations, _layer_index
 from ganno_bench.instances import Instance
@@ -314,7 +315,7 @@ class BOIL:
         real = [r for r in self.runs if not r.virtual]
         X = np.array([np.append(r.x, r.length) for r in real])
         y = np.array([r.cost for r in real])
-        model = LinearRegression().fit(X, y)
+        model = Ridge(alpha=1e-3).fit(X, y)  # few runs early on: keep it determined
         floor = 0.1 * y.min()
         return lambda Z: np.maximum(model.predict(Z), floor)
 

@@ -78,7 +78,7 @@ def _play(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
 
 
 def run_episode(
-    agent: Agent,
+    agent: Agent | OuterLoopAgent,
     env_id: str,
     split: str,
     instance: int,
@@ -205,7 +205,7 @@ def _worker_episode(args: tuple) -> dict[str, Any]:
 
 
 def evaluate(
-    agent: Agent,
+    agent: Agent | OuterLoopAgent,
     ids: Sequence[str] | str,
     split: str = "test",
     seeds: Sequence[int] = (0, 1, 2),

@@ -2,12 +2,13 @@
 deeper MLPs and CNNs it never saw, on held-out initial conditions.
 
 The shipped policies (``baselines/ppo/ppo-mlp-easy-seed*.zip``, one per training seed) are
-evaluated on the target ids' ``test`` and ``test-ood`` splits; policy ``i`` plays with
-evaluation seed ``i``, so the merged card's seeds are the training seeds and its spread is
-the training run's as well as the instances'. The baselines' numbers come from their result
-cards (``leaderboards/results/``), which hold the same frozen instances. The table gives
-the normalised score's IQM with 95% stratified-bootstrap CIs per target family and the
-probability that a PPO run beats a baseline's run on the same id (Mann-Whitney).
+evaluated on the target ids' ``test`` and ``test-ood`` splits; each plays with its training
+seed (from its file name) as evaluation seed, so the merged card's seeds are the training
+seeds and its spread is the training runs' as well as the instances'. The baselines'
+numbers come from their result cards (``leaderboards/results/``) where those hold the same
+id versions and frozen instances. The table gives the normalised score's IQM with 95%
+stratified-bootstrap CIs per target family and the probability that a PPO run beats a
+baseline's run on the same id (Mann-Whitney), with each baseline's compute multiple.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ganno_bench import stats
-from ganno_bench.cards import validate_card, write_card
+from ganno_bench.cards import load_card, validate_card, write_card
 from ganno_bench.evaluation import evaluate
 from ganno_bench.leaderboard import family_of, load_cards, merge_runs, scores_for
 from ganno_bench.policy_agent import PolicyAgent
@@ -112,22 +114,62 @@ def evaluate_policies(
     instances: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Each policy on ``targets`` (seed = its index), resumable per policy; the merged card."""
-    cards = [
-        evaluate(
-            PolicyAgent.from_path(path, name=AGENT_NAME),
-            list(targets),
-            split,
-            seeds=[seed],
-            out=work_dir / f"{AGENT_NAME}-seed{seed}-{split}.json",
-            workers=workers,
-            overrides=overrides,
-            instances=instances,
-            progress=progress,
-        )
-        for seed, path in enumerate(policies)
-    ]
+    """Each policy on ``targets`` with its training seed as evaluation seed; the merged card.
+
+    Resumable: a finished per-seed card of the same policy file and evaluation is reused,
+    an interrupted one resumes from its journal.
+    """
+    cards = []
+    for index, path in enumerate(policies):
+        seed = training_seed(path, index)
+        agent = PolicyAgent.from_path(path, name=AGENT_NAME)
+        out = work_dir / f"{AGENT_NAME}-seed{seed}-{split}.json"
+        card = _finished(out, agent, split, targets, overrides, instances)
+        if card is None:
+            card = evaluate(
+                agent,
+                list(targets),
+                split,
+                seeds=[seed],
+                out=out,
+                workers=workers,
+                overrides=overrides,
+                instances=instances,
+                progress=progress,
+            )
+        cards.append(card)
     return merge_seed_cards(cards, AGENT_NAME)
+
+
+def training_seed(path: Path, index: int) -> int:
+    """The training seed in a policy's file name (``...-seed3.zip``), else its position."""
+    match = re.search(r"seed(\d+)", Path(path).stem)
+    return int(match.group(1)) if match else index
+
+
+def _finished(
+    out: Path,
+    agent: PolicyAgent,
+    split: str,
+    targets: Sequence[str],
+    overrides: dict[str, Any] | None,
+    instances: Sequence[int] | None,
+) -> dict[str, Any] | None:
+    """The card at ``out`` if it is this very evaluation (same file, ids, instances)."""
+    if not out.exists():
+        return None
+    card = load_card(out)
+    same = (
+        card["agent"]["config"].get("checkpoint_sha256") == agent.config()["checkpoint_sha256"]
+        and card["split"] == split
+        and sorted(card["envs"]) == sorted(targets)
+        and all(
+            card["envs"][t]["overrides"] == dict(overrides or {})
+            and (instances is None or card["envs"][t]["instances"] == list(instances))
+            for t in targets
+        )
+    )
+    return card if same else None
 
 
 def _family_scores(scores: Mapping[str, np.ndarray], family: str) -> dict[str, np.ndarray]:
@@ -152,7 +194,11 @@ def generalisation_table(
     targets = sorted(mine)
     families = sorted({family_of(t) for t in targets})
     kw = {"seed": seed, "n_resamples": n_resamples}
-    named = [(Path(f"card{i}"), c) for i, c in enumerate(baseline_cards) if c["split"] == split]
+    named = [
+        (Path(f"card{i}"), c)
+        for i, c in enumerate(baseline_cards)
+        if c["split"] == split and _compatible(c, policy_card)
+    ]
     runs = merge_runs(named).get(split, [])
     rows = []
     for run in runs:
@@ -165,6 +211,8 @@ def generalisation_table(
         rows.append(
             {
                 "agent": run.agent,
+                "compute_multiple": run.compute_multiple,
+                "privileged": run.privileged,
                 "iqm": {
                     f: _estimate(stats.aggregate(_family_scores(theirs, f), "iqm", **kw))
                     for f in families
@@ -194,6 +242,14 @@ def generalisation_table(
     }
 
 
+def _compatible(card: Mapping[str, Any], policy_card: Mapping[str, Any]) -> bool:
+    """Whether ``card`` played the policy card's id versions, instances and overrides on
+    every id they share (scores of other instance sets are not comparable)."""
+    shared = set(card["envs"]) & set(policy_card["envs"])
+    keys = ("version", "instances", "instances_sha256", "overrides")
+    return all(card["envs"][t][k] == policy_card["envs"][t][k] for t in shared for k in keys)
+
+
 def _estimate(est: stats.Estimate) -> dict[str, float]:
     return {"value": float(est.value), "low": float(est.low), "high": float(est.high)}
 
@@ -210,6 +266,7 @@ def render_table(table: Mapping[str, Any]) -> str:
         *(f"IQM {f} [95% CI]" for f in fam),
         "IQM all [95% CI]",
         "P(PPO > agent) [95% CI]",
+        "compute multiple",
     ]
     policy = table["policy"]
     rows = [
@@ -218,6 +275,7 @@ def render_table(table: Mapping[str, Any]) -> str:
             *(_fmt(policy["iqm"][f]) for f in fam),
             _fmt(policy["iqm_all"]),
             "-",
+            "1",
         ]
     ]
     rows += [
@@ -226,6 +284,7 @@ def render_table(table: Mapping[str, Any]) -> str:
             *(_fmt(r["iqm"][f]) for f in fam),
             _fmt(r["iqm_all"]),
             _fmt(r["p_policy_better"]),
+            f"{r['compute_multiple']:g}" + (" (privileged)" if r["privileged"] else ""),
         ]
         for r in table["baselines"]
     ]
@@ -260,9 +319,10 @@ def reproduce_generalisation(
     Baselines are ``baseline_cards``, or else the cards in ``results_dir``. The merged policy
     cards go to ``results_dir`` too (so the leaderboard lists PPO), unless ``overrides`` or
     ``instances`` make this a smaller experiment: then only ``baseline_cards`` are compared
-    (run with the same overrides) and, as overridden tasks have no reference values, on the
-    negated final test loss. Per-seed cards and their journals stay in ``out_dir/cards``, so
-    an interrupted run resumes. Returns the markdown.
+    (run on the same instances and overrides); with ``overrides`` the comparison uses the
+    negated final test loss, as overridden tasks have no reference values. Per-seed cards
+    and their journals stay in ``out_dir/cards``, so an interrupted run resumes. Returns
+    the markdown.
     """
     policies = list(policies) if policies is not None else shipped_policies()
     out_dir, results_dir = Path(out_dir), Path(results_dir)

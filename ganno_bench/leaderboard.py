@@ -544,6 +544,26 @@ def _header(metric: str, boot: _Boot) -> list[str]:
     ]
 
 
+EXPERIMENTS = {
+    "generalisation": "trained on an easy MLP, played on harder networks "
+    "(`ganno-bench reproduce generalisation`)",
+    "boil": "BOIL's claim: schedule found versus tuning time (`ganno-bench boil claim`)",
+}
+
+
+def _experiments(out_dir: Path) -> list[str]:
+    """Links to the experiment reports that live beside the leaderboard."""
+    found = [(n, d) for n, d in EXPERIMENTS.items() if (out_dir / n / "README.md").exists()]
+    if not found:
+        return []
+    return [
+        "## Experiments",
+        "",
+        *(f"* [{name}]({name}/README.md): {what}" for name, what in found),
+        "",
+    ]
+
+
 def render_leaderboard(
     results_dir: Path,
     out_dir: Path,
@@ -568,7 +588,8 @@ def render_leaderboard(
     splits = merge_runs(named)
     boot = _Boot(int(seed), int(n_resamples))
     (out_dir / "plots" if plots else out_dir).mkdir(parents=True, exist_ok=True)
-    lines = [*_header(metric, boot), "## Result cards", "", *_cards_table(named)]
+    lines = [*_header(metric, boot), *_experiments(out_dir)]
+    lines += ["## Result cards", "", *_cards_table(named)]
     written: set[Path] = set()
     for split, runs in splits.items():
         section, pngs = _split_section(split, runs, metric, boot, out_dir if plots else None)

@@ -2,18 +2,19 @@
 
 For one instance, ``population`` copies of the env start from the instance's initial
 condition; member 0 keeps the initial rate, the others draw each layer's log10 rate from
-the prior (uniform within ``prior_decades`` of the initial rate). Members train in
-lockstep, one decision at a time. Whenever members are *ready* (every ``ready`` decisions;
-with ``synchronous = false`` each member has its own phase), the ready members in the
-bottom quantile of the validation loss copy the state (weights, optimiser, data stream:
-an env snapshot) and rates of a random member of the top quantile (*exploit*), then each
-layer's rate is multiplied by a random one of ``perturbation_factors`` or, with
-``resample_probability``, drawn from the prior again (*explore*). Quantiles follow Ray
-Tune's ``PopulationBasedTraining``: ``ceil(quantile_fraction * n)`` members each, at
-most ``n // 2``. Only validation losses are used; the episode's result is the member with
-the lowest final validation loss, reported by its inner-test loss, with the rates and
-curves of its lineage (inherited through every exploit). PBT spends ``population`` times
-one run's compute: cards record it as ``compute_multiple``.
+the prior (uniform within ``prior_decades`` of the initial rate, inside the task's rate
+bounds). Members train in lockstep, one decision at a time. Whenever members are *ready*
+(every ``ready`` decisions; with ``synchronous = false`` each member has its own phase),
+the ready members in the bottom quantile of the validation loss copy the state (weights,
+optimiser, data stream: an env snapshot) and rates of a random member of the top quantile
+(*exploit*), then each layer's rate is multiplied by a random one of
+``perturbation_factors`` or, with ``resample_probability``, drawn from the prior again
+(*explore*). Quantiles follow Ray Tune's ``PopulationBasedTraining``:
+``ceil(quantile_fraction * n)`` members each, at most ``n // 2``. Only validation losses
+are used; the episode's result is the member with the lowest final validation loss,
+reported by its inner-test loss, with the rates and curves of its lineage (inherited
+through every exploit). PBT spends ``population`` times one run's compute: cards record
+it as ``compute_multiple``.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class PBTAgent:
         for env in envs:
             env.reset(seed=seed, options={"instance": instance})
         initial = math.log10(float(envs[0].rates[0]))
-        prior = (initial - cfg.prior_decades, initial + cfg.prior_decades)
+        low, high = (math.log10(b) for b in envs[0].task.lr_bounds)
+        prior = (max(initial - cfg.prior_decades, low), min(initial + cfg.prior_decades, high))
         n_layers = len(envs[0].possible_agents)
         members = [
             _Member(
@@ -159,7 +161,6 @@ class PBTAgent:
             )
             for m, env in enumerate(envs)
         ]
-        low, high = (math.log10(b) for b in members[0].env.task.lr_bounds)
         decisions = members[0].env.task.decisions
         exploits = 0
         for t in range(1, decisions + 1):

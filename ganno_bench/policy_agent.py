@@ -99,6 +99,11 @@ class PolicyAgent:
     @property
     def model(self) -> Any:
         if self._model is None:
+            if _sha256(self.path) != self._digest:  # the card must describe what played
+                raise ValueError(
+                    f"{self.path} changed since this agent was made (its SHA-256 differs); "
+                    "make the agent again from the file you mean to evaluate"
+                )
             self._model = load_policy(self.path)
         return self._model
 

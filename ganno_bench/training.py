@@ -70,7 +70,9 @@ def _save_atomically(model: Any, path: Path) -> None:
 
 
 class _Checkpoints(BaseCallback):
-    """Save ``checkpoints/ppo_<timesteps>.zip`` every ``every`` timesteps."""
+    """Save ``checkpoints/ppo_<timesteps>.zip`` once ``every`` more timesteps are done, and
+    at the end. Saves happen between rollouts (after an update), so a checkpoint's step
+    count is a whole number of rollouts and resuming loses no collected experience."""
 
     def __init__(self, folder: Path, every: int) -> None:
         super().__init__()
@@ -81,11 +83,19 @@ class _Checkpoints(BaseCallback):
         self.folder.mkdir(parents=True, exist_ok=True)
         self._next = (self.num_timesteps // self.every + 1) * self.every
 
-    def _on_step(self) -> bool:
+    def _save(self) -> None:
+        _save_atomically(self.model, self.folder / f"ppo_{self.num_timesteps}.zip")
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self._next:
-            _save_atomically(self.model, self.folder / f"ppo_{self.num_timesteps}.zip")
-            self._next = (self.num_timesteps // self.every + 1) * self.every
+            self._save()
+
+    def _on_step(self) -> bool:
         return True
+
+    def _on_training_end(self) -> None:
+        self._save()
 
 
 class _TrainSplitEvaluation(BaseCallback):
@@ -163,6 +173,25 @@ class _Progress(BaseCallback):
         self.bar.close()
 
 
+def _resume_seed(seed: int, timesteps: int) -> int:
+    """``seed`` for a fresh run; for a resumed one a seed derived from (seed, timesteps)."""
+    if timesteps == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, timesteps]).generate_state(1)[0])
+
+
+def _forget_evaluations_after(path: Path, timesteps: int) -> None:
+    """Drop evaluations made after the checkpoint a run resumes from (they are redone)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line and json.loads(line)["timesteps"] <= timesteps]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
 def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
     """Write ``run.json``, or check that a resumed run asks for the same training."""
     path = run_dir / "run.json"
@@ -203,7 +232,8 @@ def train_ppo(
 ) -> Path:
     """Train PPO on ``env_id``'s train split for ``timesteps`` slot-steps; return final.zip.
 
-    A timestep is one layer's decision (SB3 counts vector-env slots). Resumes from
+    A timestep is one layer's decision (SB3 counts vector-env slots); SB3 finishes the
+    rollout it is in, so a run may end up to one rollout past ``timesteps``. Resumes from
     ``resume_from`` or the run folder's newest checkpoint. ``config`` replaces the shipped
     hyperparameters (see :func:`load_ppo_config`); ``overrides`` go to the env (budget).
     """
@@ -258,8 +288,10 @@ def train_ppo(
                 verbose=0,
                 **settings,
             )
-        # reseed from (seed, steps done): a resumed run is as reproducible as a fresh one
-        model.set_random_seed(seed + model.num_timesteps)
+        # reseed from (seed, steps done): a resumed run is as reproducible as a fresh one,
+        # and its streams are not another seed's
+        model.set_random_seed(_resume_seed(seed, model.num_timesteps))
+        _forget_evaluations_after(run_dir / "evaluations.jsonl", model.num_timesteps)
         callbacks = [
             _Checkpoints(run_dir / "checkpoints", checkpoint_every),
             _TrainSplitEvaluation(

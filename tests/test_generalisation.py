@@ -134,3 +134,28 @@ def test_reproduce_command_with_a_missing_policy_names_the_file(tmp_path, capsys
     )
     assert code == 2
     assert "absent.zip" in capsys.readouterr().err
+
+
+def test_a_rerun_reuses_the_finished_per_seed_cards(reproduced, monkeypatch):
+    import ganno_bench.generalisation as gen
+
+    out, _ = reproduced
+    before = json.loads((out / "cards" / "ppo-mlp-easy-seed1-test.json").read_text())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished per-seed card was evaluated again")
+
+    monkeypatch.setattr(gen, "evaluate", refuse)
+    merged = gen.evaluate_policies(
+        shipped_policies()[:2],
+        "test",
+        out / "cards",
+        targets=TARGETS,
+        overrides=TINY,
+        instances=INSTANCES,
+        progress=False,
+    )
+    assert merged["episodes"][-1] == before["episodes"][-1]
+    assert (
+        gen.training_seed(out / "x-seed7.zip", 0) == 7 and gen.training_seed(out / "x.zip", 2) == 2
+    )

@@ -411,3 +411,13 @@ def test_ragged_mean_skips_missing_and_non_finite():
     rows = [[1.0, 2.0, 3.0], [3.0, np.inf], [5.0]]
     np.testing.assert_array_equal(_ragged_mean(rows), [3.0, 2.0, 3.0])
     assert np.isnan(_ragged_mean([[np.nan, 1.0]])[0])
+
+
+def test_experiment_reports_beside_the_leaderboard_are_linked(tmp_path, results, rendered):
+    _, md = rendered
+    assert "## Experiments" not in md  # none beside it
+    (tmp_path / "generalisation").mkdir()
+    (tmp_path / "generalisation" / "README.md").write_text("# report\n")
+    linked = render_leaderboard(results, tmp_path, **TABLES).read_text()
+    assert "[generalisation](generalisation/README.md)" in linked
+    assert "boil/README.md" not in linked

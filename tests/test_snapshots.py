@@ -96,3 +96,6 @@ def test_snapshot_errors_name_the_problem():
     other = ganno_bench.make("ganno/LayerLR-CNN-Easy-v0", **TINY)
     with pytest.raises(ValueError, match="LayerLR-MLP-Easy-v0"):
         other.restore(snap)
+    longer = ganno_bench.make("ganno/LayerLR-MLP-Easy-v0", decisions=9, inner_steps=3)
+    with pytest.raises(ValueError, match="same overrides"):
+        longer.restore(snap)

@@ -239,3 +239,24 @@ def test_train_command_runs_and_unknown_ids_fail_clearly(tmp_path, capsys):
     assert "trained policy" in capsys.readouterr().out
     assert main(["train", "ppo", "--env", "ganno/LayerLR-MLP-Eazy-v0", "--timesteps", "8"]) == 2
     assert "ganno/LayerLR-MLP-Easy-v0" in capsys.readouterr().err
+
+
+def test_periodic_evaluation_does_not_disturb_training(tmp_path):
+    kw = dict(overrides=TINY, config=SMALL, checkpoint_every=10**9, progress=False, seed=7)
+    quiet = train_ppo(EASY, 96, out=tmp_path / "quiet", eval_every=10**9, **kw)
+    evaluated = train_ppo(EASY, 96, out=tmp_path / "eval", eval_every=24, eval_instances=2, **kw)
+    assert len((tmp_path / "eval" / "evaluations.jsonl").read_text().splitlines()) == 4
+    pairs = zip(_parameters(quiet), _parameters(evaluated), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)
+
+
+def test_a_policy_file_changed_after_the_agent_was_made_is_refused(tmp_path, shipped):
+    import pickle
+    import shutil
+
+    path = tmp_path / "p.zip"
+    shutil.copyfile(shipped.path, path)
+    agent = pickle.loads(pickle.dumps(PolicyAgent.from_path(path)))  # as a worker gets it
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="changed"):
+        _ = agent.model

@@ -298,6 +298,7 @@ class LayerLREnv(ParallelEnv):
         return copy.deepcopy(
             {
                 "id": self.task.id,
+                "budget": (self.task.decisions, self.task.inner_steps),
                 "trainer": self.trainer.state_dict(),
                 "env": {key: getattr(self, key) for key in _EPISODE_STATE},
             }
@@ -308,6 +309,12 @@ class LayerLREnv(ParallelEnv):
         if snapshot.get("id") != self.task.id:
             raise ValueError(
                 f"snapshot of {snapshot.get('id')!r} cannot be restored into {self.task.id!r}"
+            )
+        budget = (self.task.decisions, self.task.inner_steps)
+        if tuple(snapshot["budget"]) != budget:
+            raise ValueError(
+                f"snapshot of a run with (decisions, inner_steps) = {tuple(snapshot['budget'])}"
+                f" cannot continue in an env with {budget}: make the env with the same overrides"
             )
         if self.instance is None:  # build optimiser and data stream before loading into them
             self.trainer.start(copy.deepcopy(snapshot["env"]["instance"]))
@@ -340,6 +347,7 @@ _EPISODE_STATE = (
     "rates",
     "agents",
     "np_random",
+    "np_random_seed",
     "_t",
     "_val_loss",
     "_val_accuracy",
