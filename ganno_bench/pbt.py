@@ -162,7 +162,7 @@ class PBTAgent:
             for m, env in enumerate(envs)
         ]
         decisions = members[0].env.task.decisions
-        exploits = 0
+        events = []  # (decision, receiver, donor, whether the receiver had diverged)
         for t in range(1, decisions + 1):
             for member in members:
                 if member.env.agents:
@@ -177,12 +177,12 @@ class PBTAgent:
             plan = exploit_plan(losses, ready, cfg.quantile_fraction, rng)
             for m, d in plan.items():  # donors are top, receivers bottom: never both
                 donor, member = members[d], members[m]
+                events.append((t, m, d, not member.env.agents))
                 member.env.restore(donor.env.snapshot())
                 member.log_rates = explore(donor.log_rates, rng, cfg, prior)
                 member.lineage = copy.deepcopy(donor.lineage)
                 member.val_loss = donor.val_loss
                 member.final = copy.deepcopy(donor.final)
-                exploits += 1
         best = min(range(len(members)), key=lambda i: (members[i].val_loss, i))
         winner = members[best]
         return {
@@ -190,7 +190,11 @@ class PBTAgent:
             "curves": {k: v for k, v in winner.lineage.items() if k != "lrs"},
             "lrs": winner.lineage["lrs"],
             "return": float(sum(winner.lineage["reward"])),
-            "details": {"best_member": best, "exploits": exploits},
+            "details": {
+                "best_member": best,
+                "phases": [m.phase for m in members],
+                "exploits": events,
+            },
         }
 
     @staticmethod

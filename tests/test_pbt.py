@@ -141,3 +141,35 @@ def test_pbt_episode_is_reproducible_and_recorded_as_p_runs_of_compute():
     assert np.all(np.abs(ratio) <= 1.0 + 2 * np.log10(1.25))
     async_agent = load_agent("pbt-async")
     assert async_agent.settings.synchronous is False
+
+
+def _play(config: PBTConfig, overrides: dict, instance: int = 0, seed: int = 0) -> dict:
+    def new_env():
+        return ganno_bench.make(EASY, split="test", action_mode="log_lr", **overrides)
+
+    return PBTAgent("pbt-test", config).play(new_env, instance, seed)
+
+
+@pytest.mark.parametrize("synchronous", [True, False])
+def test_exploits_happen_only_when_the_receiver_is_ready(synchronous):
+    config = PBTConfig(population=6, ready=2, quantile_fraction=0.34, synchronous=synchronous)
+    details = _play(config, {"decisions": 7, "inner_steps": 2})["details"]
+    phases = details["phases"]
+    assert details["exploits"], "no exploit happened"
+    for t, member, donor, _ in details["exploits"]:
+        assert t > phases[member] and (t - phases[member]) % 2 == 0
+        assert member != donor
+    if synchronous:
+        assert set(phases) == {0}
+        assert {t for t, *_ in details["exploits"]} <= {2, 4, 6}
+        # each ready point: ceil(0.34 * 6) = 3 members copy someone
+        assert len(details["exploits"]) == 3 * 3
+
+
+def test_a_diverged_member_is_revived_by_copying_a_top_member():
+    # a tight divergence limit and a wide prior: some members diverge at once
+    config = PBTConfig(population=4, ready=1, quantile_fraction=0.5, prior_decades=2.0)
+    result = _play(config, {"decisions": 4, "inner_steps": 3, "divergence_factor": 1.05})
+    assert any(revived for *_, revived in result["details"]["exploits"])
+    assert not result["final"]["diverged"]
+    assert len(result["lrs"]) == 4  # the winner's lineage covers the whole episode
