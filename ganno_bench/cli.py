@@ -415,6 +415,19 @@ def cmd_boil(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from ganno_bench.cards import load_card, write_card
+    from ganno_bench.references import rescore
+
+    for path in args.cards:
+        card = load_card(path)
+        changed = rescore(card)
+        if changed:
+            write_card(card, path)
+        print(f"{path}: {changed} of {len(card['episodes'])} scores changed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganno-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -506,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="leaderboards/boil", help="claim: output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_boil)
+
+    p = sub.add_parser(
+        "rescore", help="recompute result cards' normalised scores from their losses"
+    )
+    p.add_argument("cards", nargs="+", help="result card files (rewritten atomically)")
+    p.set_defaults(func=cmd_rescore)
 
     p = sub.add_parser("compare", help="side-by-side of two result cards with CIs")
     p.add_argument("card_a")

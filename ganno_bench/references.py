@@ -5,9 +5,13 @@ anchor the score: the instance's own initial rate (score 0) and the best constan
 of a log grid (score 1). The normalised score of an episode with final inner-test loss
 ``L`` is
 
-    score = (L_default - L) / max(L_default - L_best, eps),  eps = 1e-3 * L_default,
+    score = (L_default - L) / max(L_default - L_best, eps),  eps = SCORE_FLOOR * L_default,
 
 where ``L_best = min(L_grid, L_default)``. Above 1 beats the per-instance oracle constant.
+On many ``test`` instances the default rate is already (nearly) the best constant rate, so
+``L_default - L_best`` is tiny or zero; the floor (5% of the default loss) keeps such an
+instance's scores on a readable scale instead of multiplying small loss differences by
+hundreds. On those instances the best constant rate scores below 1.
 
 Computing them is resumable: each finished instance is appended to a JSONL work file,
 and an id's frozen file ``envs/references/<id>.json`` is written atomically once all
@@ -30,6 +34,7 @@ from ganno_bench.registry import make, spec
 from ganno_bench.task import TaskSpec
 
 FORMAT = 1
+SCORE_FLOOR = 0.05  # the score's denominator is at least this share of the default loss
 # Absolute log10 learning-rate grids, per inner optimiser.
 GRIDS: dict[str, tuple[float, ...]] = {
     "sgd": (-3.0, -2.25, -1.5, -0.75, 0.0),
@@ -40,7 +45,26 @@ GRIDS: dict[str, tuple[float, ...]] = {
 def normalised_score(loss: float, default_loss: float, best_loss: float) -> float:
     """0 at the instance's default constant rate, 1 at the best constant rate of the grid."""
     best = min(best_loss, default_loss)
-    return (default_loss - loss) / max(default_loss - best, 1e-3 * default_loss)
+    return (default_loss - loss) / max(default_loss - best, SCORE_FLOOR * default_loss)
+
+
+def rescore(card: dict[str, Any]) -> int:
+    """Recompute ``card``'s normalised scores in place from its final test losses and the
+    shipped references (after the formula or the references change); episodes of
+    overridden tasks keep a null score. Returns how many scores changed."""
+    changed = 0
+    for episode in card["episodes"]:
+        env = card["envs"][episode["env_id"]]
+        if env.get("overrides") or card["split"] == "train":
+            continue
+        references = load_references(episode["env_id"])
+        if references is None:
+            continue
+        ref = references[card["split"]][episode["instance"]]
+        score = normalised_score(episode["final_test_loss"], ref["default_loss"], ref["best_loss"])
+        changed += score != episode["normalised_score"]
+        episode["normalised_score"] = score
+    return changed
 
 
 def references_dir() -> Path:

@@ -27,8 +27,40 @@ def test_score_is_zero_at_the_default_and_one_at_the_best_constant_rate():
     assert normalised_score(0.5, default_loss=2.0, best_loss=1.0) == 1.5  # beats the oracle
     assert normalised_score(3.0, default_loss=2.0, best_loss=1.0) == -1.0
     # the default already beats the grid: the best constant rate is the default itself,
-    # and the denominator floor (1e-3 x default loss) keeps the score finite
-    assert normalised_score(1.9, default_loss=2.0, best_loss=2.5) == pytest.approx(0.1 / 0.002)
+    # and the denominator floor (5% of the default loss) keeps the score on a sane scale
+    assert normalised_score(1.9, default_loss=2.0, best_loss=2.5) == pytest.approx(0.1 / 0.1)
+    assert normalised_score(2.2, default_loss=2.0, best_loss=1.99) == pytest.approx(-0.2 / 0.1)
+    # above the floor the scale is the default-to-best gap itself
+    assert normalised_score(1.5, default_loss=2.0, best_loss=1.8) == pytest.approx(0.5 / 0.2)
+
+
+def test_rescore_recomputes_scores_from_losses_and_leaves_overridden_ones_null():
+    import copy
+
+    import ganno_bench
+    from ganno_bench.references import rescore
+    from ganno_bench.zoo import load_agent
+
+    env_id = "ganno/LayerLR-MLP-Easy-v0"
+    card = ganno_bench.evaluate(
+        load_agent("random"), [env_id], "test", seeds=[0], instances=[0, 1], progress=False
+    )
+    spoiled = copy.deepcopy(card)
+    for episode in spoiled["episodes"]:
+        episode["normalised_score"] = 123.0
+    assert rescore(spoiled) == 2
+    assert spoiled == card
+    assert rescore(spoiled) == 0
+    tiny = ganno_bench.evaluate(
+        load_agent("random"),
+        [env_id],
+        "test",
+        seeds=[0],
+        instances=[0],
+        overrides={"decisions": 2, "inner_steps": 1},
+        progress=False,
+    )
+    assert rescore(tiny) == 0 and tiny["episodes"][0]["normalised_score"] is None
 
 
 def test_grids_are_log_spaced_and_inside_the_learning_rate_bounds():
