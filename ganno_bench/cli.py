@@ -384,9 +384,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_boil(args: argparse.Namespace) -> int:
-    from ganno_bench.evaluation import resolve_ids
+    from ganno_bench.evaluation import resolve_ids, single_threaded
 
     ids = resolve_ids(args.env or ["ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"])
+    with single_threaded():  # the same numbers as the single-threaded evaluations
+        return _boil_action(args, ids)
+
+
+def _boil_action(args: argparse.Namespace, ids: list[str]) -> int:
     if args.action == "tune":
         from ganno_bench.boil import tune_schedules
         from ganno_bench.zoo import baselines_dir

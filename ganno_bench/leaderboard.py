@@ -332,6 +332,62 @@ def probability_matrix(
     return out
 
 
+def _compute_rows(runs: Sequence[Run], scores, boot: _Boot) -> list[list[str]]:
+    """Each outer-loop agent (compute multiple above 1) against, over its own ids, the best
+    single-run agent (it spends that many times the compute) and every other agent of the
+    same compute multiple (equal compute)."""
+    by_name = {run.agent: run for run in runs}
+    rows = []
+    for outer in (run for run in runs if run.compute_multiple > 1):
+        ids = set(scores[outer.agent])
+
+        def over_ids(agent: str, ids: set[str] = ids) -> dict[str, np.ndarray]:
+            return {k: v for k, v in scores[agent].items() if k in ids}
+
+        covering = [r for r in runs if r is not outer and ids <= set(scores[r.agent])]
+        singles = [r for r in covering if r.compute_multiple == 1 and not r.privileged]
+        comparators: list[tuple[Run, str]] = []
+        if singles:
+            best = max(
+                singles, key=lambda r: stats.aggregate(over_ids(r.agent), "iqm", **boot.kw).value
+            )
+            comparators.append((best, "best single run"))
+        comparators += [
+            (r, "equal compute") for r in covering if r.compute_multiple == outer.compute_multiple
+        ]
+        own = stats.aggregate(over_ids(outer.agent), "iqm", **boot.kw)
+        for other, relation in comparators:
+            theirs = over_ids(other.agent)
+            rows.append(
+                [
+                    outer.agent,
+                    f"{outer.compute_multiple:g}",
+                    str(len(ids)),
+                    str(own),
+                    f"{other.agent} ({relation}, {by_name[other.agent].compute_multiple:g})",
+                    str(stats.aggregate(theirs, "iqm", **boot.kw)),
+                    str(stats.probability_of_improvement(over_ids(outer.agent), theirs, **boot.kw)),
+                ]
+            )
+    return rows
+
+
+def _compute_table(runs: Sequence[Run], scores, boot: _Boot) -> list[str]:
+    rows = _compute_rows(runs, scores, boot)
+    if not rows:
+        return []
+    header = ["agent", "compute", "ids", "IQM", "versus", "their IQM", "P(agent > versus)"]
+    return [
+        "### Compute",
+        "",
+        "Outer-loop agents spend several training runs per episode. Over each one's ids: "
+        "the best single-run agent (the outer loop has that many times its compute) and "
+        "agents of the same compute multiple (equal compute).",
+        "",
+        *_md_table(header, rows),
+    ]
+
+
 def _poi_table(agents: Sequence[str], scores, boot: _Boot) -> list[str]:
     matrix = probability_matrix(
         {a: scores[a] for a in agents}, seed=boot.seed, n_resamples=boot.n_resamples
@@ -505,6 +561,7 @@ def _split_section(
     lines += ["### Probability of improvement", ""]
     lines += ["P(a run of the row agent beats one of the column agent) over shared ids.", ""]
     lines += _poi_table(ranked, scores, boot)
+    lines += _compute_table(by_rank, scores, boot)
     if out_dir is None:
         return lines, []
     lines += ["### Plots", ""]

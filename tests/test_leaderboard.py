@@ -421,3 +421,39 @@ def test_experiment_reports_beside_the_leaderboard_are_linked(tmp_path, results,
     linked = render_leaderboard(results, tmp_path, **TABLES).read_text()
     assert "[generalisation](generalisation/README.md)" in linked
     assert "boil/README.md" not in linked
+
+
+def test_compute_table_compares_outer_loops_with_the_best_single_run_and_equal_compute():
+    from ganno_bench.leaderboard import Run, _Boot, _compute_rows
+
+    rng = np.random.default_rng(3)
+    ids = ["ganno/a-v0", "ganno/b-v0"]
+
+    def draws(centre: float, only: list[str] = ids) -> dict[str, np.ndarray]:
+        return {k: centre + rng.normal(0, 0.1, 16) for k in only}
+
+    scores = {
+        "pbt": draws(1.0),
+        "strong": draws(0.9),
+        "weak": draws(0.2),
+        "search": draws(0.95),
+        "one-id": draws(5.0, ids[:1]),  # does not cover pbt's ids
+        "oracle": draws(5.0),  # privileged: never "the best single run"
+    }
+    compute = {"pbt": 8.0, "search": 8.0}
+    runs = [
+        Run(name, "test", compute.get(name, 1.0), name == "oracle")
+        for name in ["pbt", "strong", "weak", "search", "one-id", "oracle"]
+    ]
+    boot = _Boot(0, 200)
+    rows = _compute_rows(runs, scores, boot)
+    pbt_rows = [r for r in rows if r[0] == "pbt"]
+    assert [r[4] for r in pbt_rows] == [
+        "strong (best single run, 1)",
+        "search (equal compute, 8)",
+    ]
+    expected = stats.probability_of_improvement(scores["pbt"], scores["strong"], **boot.kw)
+    assert pbt_rows[0][6] == str(expected)
+    assert pbt_rows[0][1:3] == ["8", "2"]
+    # the other outer loop gets its own rows, and single-run agents get none
+    assert {r[0] for r in rows} == {"pbt", "search"}
