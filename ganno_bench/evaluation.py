@@ -31,11 +31,19 @@ from ganno_bench.instances import instances_hash
 from ganno_bench.references import load_references, normalised_score
 from ganno_bench.registry import UnknownEnvironmentError, list_envs, make, spec
 
-FAMILY_SUITES = {"all": "ganno/*", "mlp": "ganno/LayerLR-MLP-*", "cnn": "ganno/LayerLR-CNN-*"}
+# Suite names. "all" is the layerwise learning-rate suite (what the leaderboards, references
+# and tuned baselines cover); the batch-size track is its own suite, "batch-size".
+FAMILY_SUITES = {
+    "all": "ganno/LayerLR-*",
+    "mlp": "ganno/LayerLR-MLP-*",
+    "cnn": "ganno/LayerLR-CNN-*",
+    "batch-size": "ganno/BatchSize-*",
+}
 
 
 def resolve_ids(patterns: Iterable[str]) -> list[str]:
-    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn)."""
+    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn:
+    layerwise learning rate; batch-size: the batch-size track)."""
     ids: list[str] = []
     for pattern in patterns:
         glob = FAMILY_SUITES.get(pattern.lower(), pattern)
