@@ -171,7 +171,7 @@ def test_bad_options_name_the_choices():
         ganno_bench.make(EASY, action_mode="log_lr")
     with pytest.raises(TypeError, match="samples_per_decision"):
         ganno_bench.make(EASY, inner_steps=3)  # the budget is in samples here
-    with pytest.raises(ValueError, match="outside 8..64"):
+    with pytest.raises(ValueError, match=r"outside 8\.\.64"):
         ganno_bench.make(EASY, batch_bounds=(8, 64))  # initial batch sizes up to 128
 
 
