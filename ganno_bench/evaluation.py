@@ -81,6 +81,8 @@ def _play(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
         for key in ("val_loss", "train_loss", "val_accuracy"):
             curves[key].append(first[key])
         curves["reward"].append(reward)
+        if "batch_size" in first:  # the batch-size track: the batch size of each decision
+            curves.setdefault("batch_size", []).append(first["batch_size"])
         lrs.append([infos[a]["lr"] for a in env.possible_agents])
     return {"final": infos[env.possible_agents[0]], "curves": curves, "lrs": lrs, "return": total}
 
@@ -150,6 +152,8 @@ def _run_header(
             "inner_steps": task.inner_steps,
             "overrides": dict(overrides),
         }
+        if hasattr(task, "samples_per_decision"):  # batch-size ids count samples, not steps
+            envs[env_id]["samples_per_decision"] = task.samples_per_decision
     described = {"name": agent.name, "action_mode": agent.action_mode, "config": agent.config()}
     for key in ("compute_multiple", "privileged"):  # outer-loop and white-box agents say so
         if hasattr(agent, key):

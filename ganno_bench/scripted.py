@@ -189,7 +189,8 @@ class LayerwiseRuleAgent:
 
 def load_baselines(path: Path) -> dict[str, Any]:
     """Agents from a baselines TOML file: one table per agent, named by its key
-    (schedules, layerwise rules, ``method = "pbt"`` and BOIL's ``method = "family"``)."""
+    (schedules, layerwise rules, ``method = "pbt"``, BOIL's ``method = "family"`` and the
+    batch-size track's ``batch_rule``)."""
     agents: dict[str, Any] = {}
     for name, table in tomllib.loads(path.read_text()).items():
         table = dict(table)
@@ -210,8 +211,13 @@ def load_baselines(path: Path) -> dict[str, Any]:
             agents[name] = GlobalScheduleAgent(name, table.pop("scheduler"), table, base_lr)
         elif "rule" in table:
             agents[name] = LayerwiseRuleAgent(name, table.pop("rule"), table, base_lr)
+        elif "batch_rule" in table:  # the batch-size track's heuristics
+            from ganno_bench.batch_scripted import BatchRuleAgent
+
+            agents[name] = BatchRuleAgent(name, table.pop("batch_rule"), table)
         else:
             raise ValueError(
-                f"{path}: baseline {name!r} needs 'scheduler', 'rule' or method = \"pbt\""
+                f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' "
+                'or method = "pbt"'
             )
     return agents
