@@ -66,6 +66,13 @@ def _play(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
     """One episode of a per-decision agent: its final infos, curves, rates and return."""
     obs, infos = env.reset(seed=seed, options={"instance": instance})
     agent.reset(env.task, env.instance, list(env.possible_agents), seed)
+    if getattr(agent, "privileged", False):  # white-box agents: the one documented path
+        if not hasattr(env, "privileged_view"):
+            raise ValueError(
+                f"{agent.name} is a privileged agent, but {env.task.id} offers no "
+                "privileged view (the batch-size track's envs do)"
+            )
+        agent.attach(env.privileged_view())
     curves: dict[str, list[float]] = {
         "val_loss": [],
         "train_loss": [],

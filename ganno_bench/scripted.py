@@ -189,8 +189,8 @@ class LayerwiseRuleAgent:
 
 def load_baselines(path: Path) -> dict[str, Any]:
     """Agents from a baselines TOML file: one table per agent, named by its key
-    (schedules, layerwise rules, ``method = "pbt"``, BOIL's ``method = "family"`` and the
-    batch-size track's ``batch_rule``)."""
+    (schedules, layerwise rules, ``method = "pbt"``, BOIL's ``method = "family"``, and the
+    batch-size track's ``batch_rule`` and ``method = "arbiter"``)."""
     agents: dict[str, Any] = {}
     for name, table in tomllib.loads(path.read_text()).items():
         table = dict(table)
@@ -207,6 +207,11 @@ def load_baselines(path: Path) -> dict[str, Any]:
             if "perturbation_factors" in table:
                 table["perturbation_factors"] = tuple(table["perturbation_factors"])
             agents[name] = PBTAgent(name, PBTConfig(**table))
+        elif table.get("method") == "arbiter":
+            from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig
+
+            table.pop("method")
+            agents[name] = ArbiterAgent(name, ArbiterConfig(**table))
         elif "scheduler" in table:
             agents[name] = GlobalScheduleAgent(name, table.pop("scheduler"), table, base_lr)
         elif "rule" in table:

@@ -307,12 +307,13 @@ class BatchSizeEnv(ParallelEnv):
 
     # -- privileged access --------------------------------------------------------
     def privileged_view(self) -> PrivilegedView:
-        """White-box access for privileged agents (e.g. Arbiter): the inner network and
-        minibatches of its data. Agents that use it must declare ``privileged = True``, so
-        that their result cards say so."""
+        """White-box access for privileged agents (e.g. Arbiter): the live inner network and
+        minibatches of its data, for the current episode (ask again after each reset).
+        Agents that use it declare ``privileged = True``, so that their result cards say
+        so (see :class:`ganno_bench.agents.PrivilegedAgent`)."""
         if self.instance is None:
             raise RuntimeError("privileged_view() needs an episode: call reset() first")
-        return PrivilegedView(self.trainer, seed=self.instance.data_seed, decision=self._t)
+        return PrivilegedView(self.trainer, seed=self.instance.data_seed)
 
     def render(self) -> str | None:
         return self.status_line() if self.render_mode == "ansi" else None

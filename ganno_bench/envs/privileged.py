@@ -22,14 +22,13 @@ VIEW_SALT = 0xA4B1_7E12  # offsets the view's minibatch stream from the env's ow
 class PrivilegedView:
     """The inner network (live: it changes as the env trains it) and its data."""
 
-    def __init__(self, trainer: TorchTrainer, *, seed: int, decision: int) -> None:
+    def __init__(self, trainer: TorchTrainer, *, seed: int) -> None:
         self.network: nn.Module = trainer.network
         self.head: nn.Module = trainable_layers(trainer.network)[-1]  # reads penultimate features
         self.device = trainer.device
         self.num_classes = trainer.num_classes
-        self.decision = decision
         self._trainer = trainer
-        self._generator = torch.Generator().manual_seed(seed + VIEW_SALT + decision)
+        self._generator = torch.Generator().manual_seed(seed + VIEW_SALT)
 
     def minibatch(self, part: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` random samples (without replacement) of ``"train"`` or ``"val"``."""
