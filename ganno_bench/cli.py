@@ -478,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--env",
         action="append",
         required=True,
-        help="id, glob (ganno/*Easy*) or suite name (all, mlp, cnn, batch-size); repeatable",
+        help="id, glob (ganno/LayerLR-*Easy*) or suite name (all, mlp, cnn, batch-size); "
+        "repeatable",
     )
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

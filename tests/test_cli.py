@@ -13,7 +13,7 @@ def test_list_prints_every_id(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(env_id in out for env_id in ALL_IDS)
-    assert main(["list", "*CNN-Hard*"]) == 0
+    assert main(["list", "*LayerLR-CNN-Hard*"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ganno/")]
     assert [line.split()[0] for line in lines] == [
         "ganno/LayerLR-CNN-Hard-Adam-v0",

@@ -25,7 +25,7 @@ def test_unknown_id_names_the_closest_ids():
 
 def test_list_envs_accepts_globs():
     assert ganno_bench.list_envs() == sorted(ALL_IDS) == sorted(SUITE_IDS + BATCH_SIZE_IDS)
-    cnn = ganno_bench.list_envs("*CNN*")
+    cnn = ganno_bench.list_envs("*LayerLR-CNN*")
     assert len(cnn) == 6 and all("CNN" in i for i in cnn)
     assert ganno_bench.list_envs("*-Adam-v0") == [i for i in SUITE_IDS if i.endswith("-Adam-v0")]
 
