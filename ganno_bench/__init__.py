@@ -9,8 +9,14 @@ Gymnasium::
 
 __version__ = "0.1.0"
 
-from ganno_bench.agents import Agent, FunctionAgent, ScheduleAgent
-from ganno_bench.envs import CentralisedLayerLREnv, LayerLREnv
+from ganno_bench.agents import Agent, FunctionAgent, PrivilegedAgent, ScheduleAgent
+from ganno_bench.batch_task import BatchSizeTaskSpec
+from ganno_bench.envs import (
+    BatchSizeEnv,
+    CentralisedBatchSizeEnv,
+    CentralisedLayerLREnv,
+    LayerLREnv,
+)
 from ganno_bench.evaluation import evaluate
 from ganno_bench.instances import Instance, InstanceSpace
 from ganno_bench.models import ModelConfig
@@ -22,6 +28,9 @@ register_suite()
 
 __all__ = [
     "Agent",
+    "BatchSizeEnv",
+    "BatchSizeTaskSpec",
+    "CentralisedBatchSizeEnv",
     "CentralisedLayerLREnv",
     "DataConfig",
     "FunctionAgent",
@@ -29,6 +38,7 @@ __all__ = [
     "InstanceSpace",
     "LayerLREnv",
     "ModelConfig",
+    "PrivilegedAgent",
     "ScheduleAgent",
     "TaskSpec",
     "UnknownEnvironmentError",

@@ -65,6 +65,34 @@ class OuterLoopAgent(Protocol):
     def play(self, make_env: Callable[[], Any], instance: int, seed: int) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class PrivilegedAgent(Protocol):
+    """A per-decision agent with white-box access to the inner training run (e.g. Arbiter).
+
+    Besides the :class:`Agent` members it declares ``privileged = True`` (the evaluator
+    copies it into the result card, so leaderboards mark white-box agents) and has
+    ``attach(view)``: after every ``reset`` and before the first ``act``, the evaluator
+    passes it ``env.privileged_view()`` (a
+    :class:`~ganno_bench.envs.privileged.PrivilegedView`: the live inner network and
+    minibatches of its data). That is the only path to the inner run; envs without a
+    privileged view refuse such agents.
+    """
+
+    name: str
+    action_mode: str
+    privileged: bool
+
+    def config(self) -> dict[str, Any]: ...
+
+    def reset(
+        self, task: TaskSpec, instance: Instance, agents: Sequence[str], seed: int
+    ) -> None: ...
+
+    def attach(self, view: Any) -> None: ...
+
+    def act(self, observations: Observations, infos: Infos) -> Actions: ...
+
+
 @dataclass
 class FunctionAgent:
     """Adapter for a plain function ``policy(observations, infos, rng) -> actions``.

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 
 import ganno_bench
+from ganno_bench.batch_task import BatchSizeTaskSpec
+from ganno_bench.envs.batch_observation import BATCH_FEATURES
 from ganno_bench.envs.observation import FEATURES
 from ganno_bench.instances import FROZEN_SPLITS, SPLITS, build_frozen
 from ganno_bench.registry import UnknownEnvironmentError
@@ -25,14 +27,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no registered id matches {args.pattern!r}", file=sys.stderr)
         return 1
     print(
-        f"{'id':36} {'family':6} {'difficulty':10} {'optim':5} {'layers':>6} {'budget T x K':>12}"
+        f"{'id':36} {'family':9} {'difficulty':10} {'optim':5} {'layers':>6} {'budget T x K':>12}"
     )
     for env_id in ids:
         task = ganno_bench.spec(env_id)
         layers = task.model.num_layers() if hasattr(task.model, "num_layers") else "?"
         print(
-            f"{env_id:36} {task.family:6} {task.difficulty:10} {task.optimizer:5} {layers!s:>6} "
-            f"{f'{task.decisions} x {task.inner_steps}':>12}"
+            f"{env_id:36} {task.family:9} {task.difficulty:10} {task.optimizer:5} {layers!s:>6} "
+            f"{task.budget:>12}"
         )
     for label, error in ganno_bench.registration_errors().items():
         print(f"NOT REGISTERED {label}: {error}", file=sys.stderr)
@@ -53,19 +55,33 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f"  inner optimiser: {task.optimizer} (momentum/beta1 from the instance), "
         f"weight decay {task.weight_decay}"
     )
-    print(
-        f"  budget: {task.decisions} decisions x {task.inner_steps} inner steps; "
-        f"learning rates clipped to {task.lr_bounds}"
-    )
+    batch_track = isinstance(task, BatchSizeTaskSpec)
+    if batch_track:
+        print(
+            f"  budget: {task.decisions} decisions x {task.samples_per_decision} training "
+            f"samples ({task.sample_budget} in all; updates per decision = samples // batch "
+            f"size, plus one on the remainder); learning rate: {task.lr_schedule} schedule"
+        )
+    else:
+        print(
+            f"  budget: {task.decisions} decisions x {task.inner_steps} inner steps; "
+            f"learning rates clipped to {task.lr_bounds}"
+        )
     print(f"  agents ({len(env.possible_agents)}): {', '.join(env.possible_agents)}")
     print(f"  observation per agent: {env.observation_space(agent)}")
-    for name, (low, high, meaning) in FEATURES.items():
+    for name, (low, high, meaning) in (BATCH_FEATURES if batch_track else FEATURES).items():
         print(f"    {name:20} [{low:g}, {high:g}]  {meaning}")
-    print(
-        f"  action per agent: factor mode {env.action_space(agent)} over factors {task.factors}; "
-        f"log_lr mode Box(log10 rate) in [{np.log10(task.lr_bounds[0]):g}, "
-        f"{np.log10(task.lr_bounds[1]):g}]"
-    )
+    if batch_track:
+        print(
+            f"  action: factor mode {env.action_space(agent)} over factors {task.factors} of "
+            f"the batch size; absolute mode Box(batch size) in {task.batch_bounds}"
+        )
+    else:
+        print(
+            f"  action per agent: factor mode {env.action_space(agent)} over factors "
+            f"{task.factors}; log_lr mode Box(log10 rate) in [{np.log10(task.lr_bounds[0]):g}, "
+            f"{np.log10(task.lr_bounds[1]):g}]"
+        )
     print(
         f"  reward: decrease of log validation loss; divergence (val or train loss > "
         f"{task.divergence_factor} x initial val loss, or not finite) ends the episode with "
@@ -467,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--env",
         action="append",
         required=True,
-        help="id, glob (ganno/*Easy*) or suite name (all, mlp, cnn); repeatable",
+        help="id, glob (ganno/LayerLR-*Easy*) or suite name (all, mlp, cnn, batch-size); "
+        "repeatable",
     )
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

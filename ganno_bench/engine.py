@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from torch import nn
 from ganno_bench.data import ArrayDataset
 from ganno_bench.instances import Instance
 from ganno_bench.models import fan_in, initialise, layer_kind, trainable_layers
+
+PROBE_SALT = 0x5EED_0F_9A  # offsets the probe stream's seed from the data order's
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,27 @@ class DecisionStats:
     @property
     def finite(self) -> bool:
         return bool(np.isfinite(self.train_loss) and np.isfinite(self.weight_norm).all())
+
+
+@dataclass(frozen=True)
+class GradientProbe:
+    """Gradients at the current weights on ``chunks`` disjoint batches of ``small`` samples.
+
+    ``small_sq_norm`` is the mean squared norm of the chunks' gradients (batch size
+    ``small``), ``big_sq_norm`` the squared norm of their mean (batch size
+    ``small * chunks``): the two measurements behind the gradient noise scale.
+    """
+
+    small: int
+    chunks: int
+    loss: float
+    small_sq_norm: float
+    big_sq_norm: float
+    mean_grad: torch.Tensor
+
+    @property
+    def big(self) -> int:
+        return self.small * self.chunks
 
 
 class InnerTrainer(ABC):
@@ -208,6 +232,8 @@ class TorchTrainer(InnerTrainer):
         self._order = self._new_epoch_order()
         self._cursor = 0
         self._prev_mean_grad.zero_()
+        # Gradient probes draw from their own stream: measuring never shifts the training data.
+        self._probe_generator = torch.Generator().manual_seed(instance.data_seed + PROBE_SALT)
 
     def _init_via_cpu(self, instance: Instance, generator: torch.Generator) -> None:
         with torch.random.fork_rng(devices=[]):  # layer constructors draw from the global RNG
@@ -222,12 +248,15 @@ class TorchTrainer(InnerTrainer):
         n = len(self._data["train"][1])
         return torch.randperm(n, generator=self._data_generator).to(self.device)
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._cursor + self._batch_size > len(self._order):
+    def _next_batch(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``size`` samples of the epoch order (the instance's batch size unless
+        given); a batch that would cross the epoch's end starts a new epoch instead."""
+        size = self._batch_size if size is None else size
+        if self._cursor + size > len(self._order):
             self._order = self._new_epoch_order()
             self._cursor = 0
-        index = self._order[self._cursor : self._cursor + self._batch_size]
-        self._cursor += self._batch_size
+        index = self._order[self._cursor : self._cursor + size]
+        self._cursor += size
         x, y = self._data["train"]
         return x[index], y[index]
 
@@ -239,16 +268,32 @@ class TorchTrainer(InnerTrainer):
 
     def train(self, steps: int, *, update: bool = True) -> DecisionStats:
         """Run ``steps`` minibatches; with ``update=False`` only measure gradients (a probe)."""
-        assert self.optimizer is not None, "start() must be called first"
         if steps < 1:
             raise ValueError(f"train() needs at least one step, got {steps}")
+        return self._run([None] * steps, update=update)
+
+    def train_batches(self, batch_sizes: Sequence[int]) -> DecisionStats:
+        """One update per entry of ``batch_sizes``, each on that many next samples of the
+        data stream (the batch-size track: the agent sets the size of every update)."""
+        sizes = [int(b) for b in batch_sizes]
+        if not sizes or min(sizes) < 1 or max(sizes) > len(self._data["train"][1]):
+            raise ValueError(
+                f"batch sizes must be 1..{len(self._data['train'][1])} (the train part), "
+                f"and at least one is needed; got {sizes}"
+            )
+        return self._run(sizes, update=True)
+
+    def _run(self, sizes: Sequence[int | None], *, update: bool) -> DecisionStats:
+        """Minibatch steps of the given sizes (None: the instance's batch size)."""
+        assert self.optimizer is not None, "start() must be called first"
+        steps = len(sizes)
         window_start = max(0, steps - self.stats_window)
         start_weights = self._flat.clone()
         self._grad_sum.zero_()
         self._grad_sq_sum.zero_()
         loss_sum = torch.zeros((), device=self.device)
-        for step in range(steps):
-            x, y = self._next_batch()
+        for step, size in enumerate(sizes):
+            x, y = self._next_batch(size)
             loss = F.cross_entropy(self.network(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -298,6 +343,39 @@ class TorchTrainer(InnerTrainer):
         )
         return DecisionStats(float(train_loss), *stacked)
 
+    def probe_gradients(self, small: int, chunks: int) -> GradientProbe:
+        """Measure gradients at the current weights without changing them (or the data
+        stream): ``chunks`` disjoint train batches of ``small`` samples, drawn from a
+        separate probe generator."""
+        assert self.optimizer is not None, "start() must be called first"
+        n = len(self._data["train"][1])
+        if small < 1 or chunks < 2 or small * chunks > n:
+            raise ValueError(
+                f"a probe needs small >= 1, chunks >= 2 and small * chunks <= {n}; "
+                f"got small={small}, chunks={chunks}"
+            )
+        index = torch.randperm(n, generator=self._probe_generator)[: small * chunks]
+        x, y = self._data["train"]
+        grad_sum = torch.zeros_like(self._flat)
+        sq_norm_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        for chunk in index.to(self.device).view(chunks, small):
+            loss = F.cross_entropy(self.network(x[chunk]), y[chunk])
+            grads = torch.autograd.grad(loss, self._params)
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            grad_sum.add_(flat)
+            sq_norm_sum.add_(flat.square().sum())
+            loss_sum.add_(loss.detach())
+        mean_grad = grad_sum / chunks
+        return GradientProbe(
+            small=small,
+            chunks=chunks,
+            loss=float(loss_sum / chunks),
+            small_sq_norm=float(sq_norm_sum / chunks),
+            big_sq_norm=float(mean_grad.square().sum()),
+            mean_grad=mean_grad.detach(),
+        )
+
     @torch.no_grad()
     def evaluate(self, part: str) -> tuple[float, float]:
         x, y = self._data[part]
@@ -308,6 +386,11 @@ class TorchTrainer(InnerTrainer):
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
             correct += int((logits.argmax(dim=1) == target).sum())
         return loss_sum / len(y), correct / len(y)
+
+    def data_part(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels of the ``"train"``, ``"val"`` or ``"test"`` part (not copies:
+        for white-box agents that read the data, never to be written to)."""
+        return self._data[part]
 
     def learning_rates(self) -> np.ndarray:
         assert self.optimizer is not None, "start() must be called first"
@@ -331,6 +414,7 @@ class TorchTrainer(InnerTrainer):
             "cursor": self._cursor,
             "data_generator": self._data_generator.get_state(),
             "prev_mean_grad": self._prev_mean_grad.clone(),
+            "probe_generator": self._probe_generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -349,6 +433,8 @@ class TorchTrainer(InnerTrainer):
         self._cursor = int(state["cursor"])
         self._data_generator.set_state(state["data_generator"].clone())
         self._prev_mean_grad.copy_(state["prev_mean_grad"])
+        if "probe_generator" in state:  # snapshots written before probes existed lack it
+            self._probe_generator.set_state(state["probe_generator"].clone())
 
 
 def _constructor_args(layer: nn.Module) -> tuple:

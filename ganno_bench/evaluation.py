@@ -31,11 +31,19 @@ from ganno_bench.instances import instances_hash
 from ganno_bench.references import load_references, normalised_score
 from ganno_bench.registry import UnknownEnvironmentError, list_envs, make, spec
 
-FAMILY_SUITES = {"all": "ganno/*", "mlp": "ganno/LayerLR-MLP-*", "cnn": "ganno/LayerLR-CNN-*"}
+# Suite names. "all" is the layerwise learning-rate suite (what the leaderboards, references
+# and tuned baselines cover); the batch-size track is its own suite, "batch-size".
+FAMILY_SUITES = {
+    "all": "ganno/LayerLR-*",
+    "mlp": "ganno/LayerLR-MLP-*",
+    "cnn": "ganno/LayerLR-CNN-*",
+    "batch-size": "ganno/BatchSize-*",
+}
 
 
 def resolve_ids(patterns: Iterable[str]) -> list[str]:
-    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn)."""
+    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn:
+    layerwise learning rate; batch-size: the batch-size track)."""
     ids: list[str] = []
     for pattern in patterns:
         glob = FAMILY_SUITES.get(pattern.lower(), pattern)
@@ -58,6 +66,13 @@ def _play(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
     """One episode of a per-decision agent: its final infos, curves, rates and return."""
     obs, infos = env.reset(seed=seed, options={"instance": instance})
     agent.reset(env.task, env.instance, list(env.possible_agents), seed)
+    if getattr(agent, "privileged", False):  # white-box agents: the one documented path
+        if not hasattr(env, "privileged_view"):
+            raise ValueError(
+                f"{agent.name} is a privileged agent, but {env.task.id} offers no "
+                "privileged view (the batch-size track's envs do)"
+            )
+        agent.attach(env.privileged_view())
     curves: dict[str, list[float]] = {
         "val_loss": [],
         "train_loss": [],
@@ -73,6 +88,8 @@ def _play(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
         for key in ("val_loss", "train_loss", "val_accuracy"):
             curves[key].append(first[key])
         curves["reward"].append(reward)
+        if "batch_size" in first:  # the batch-size track: the batch size of each decision
+            curves.setdefault("batch_size", []).append(first["batch_size"])
         lrs.append([infos[a]["lr"] for a in env.possible_agents])
     return {"final": infos[env.possible_agents[0]], "curves": curves, "lrs": lrs, "return": total}
 
@@ -142,6 +159,8 @@ def _run_header(
             "inner_steps": task.inner_steps,
             "overrides": dict(overrides),
         }
+        if hasattr(task, "samples_per_decision"):  # batch-size ids count samples, not steps
+            envs[env_id]["samples_per_decision"] = task.samples_per_decision
     described = {"name": agent.name, "action_mode": agent.action_mode, "config": agent.config()}
     for key in ("compute_multiple", "privileged"):  # outer-loop and white-box agents say so
         if hasattr(agent, key):

@@ -16,6 +16,9 @@ from typing import Any
 import gymnasium
 import pettingzoo
 
+from ganno_bench.batch_task import BatchSizeTaskSpec
+from ganno_bench.envs.batch_centralised import CentralisedBatchSizeEnv
+from ganno_bench.envs.batch_size import BatchSizeEnv
 from ganno_bench.envs.centralised import CentralisedLayerLREnv
 from ganno_bench.envs.layer_lr import LayerLREnv
 from ganno_bench.instances import InstanceSpace
@@ -92,27 +95,35 @@ def make(
     device: str = "cpu",
     render_mode: str | None = None,
     **overrides: Any,
-) -> LayerLREnv:
+) -> LayerLREnv | BatchSizeEnv:
     """The PettingZoo ParallelEnv for ``env_id`` on ``split``.
 
     ``overrides`` change the task's budget or reward knobs (e.g. ``decisions=4,
-    inner_steps=2`` for a quick test); see :data:`ganno_bench.task.OVERRIDABLE`.
+    inner_steps=2`` for a quick test); see :data:`ganno_bench.task.OVERRIDABLE` (and
+    :data:`ganno_bench.batch_task.BATCH_OVERRIDABLE` for the batch-size track, whose ids
+    make a :class:`BatchSizeEnv`).
     """
     task = spec(env_id)
     if overrides:
         task = task.with_overrides(**overrides)
-    return LayerLREnv(
+    env_class = BatchSizeEnv if isinstance(task, BatchSizeTaskSpec) else LayerLREnv
+    return env_class(
         task, split=split, action_mode=action_mode, device=device, render_mode=render_mode
     )
 
 
-def _make_parallel(env_id: str, **kwargs: Any) -> LayerLREnv:
+def _make_parallel(env_id: str, **kwargs: Any) -> LayerLREnv | BatchSizeEnv:
     kwargs.pop("max_cycles", None)  # the task's own budget decides the episode length
     return make(env_id, **kwargs)
 
 
-def _make_centralised(env_id: str, **kwargs: Any) -> CentralisedLayerLREnv:
-    return CentralisedLayerLREnv(make(env_id, **kwargs))
+def _make_centralised(
+    env_id: str, **kwargs: Any
+) -> CentralisedLayerLREnv | CentralisedBatchSizeEnv:
+    env = make(env_id, **kwargs)
+    if isinstance(env, BatchSizeEnv):
+        return CentralisedBatchSizeEnv(env)
+    return CentralisedLayerLREnv(env)
 
 
 def _unknown_message(env_id: str) -> str:

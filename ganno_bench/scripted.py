@@ -189,7 +189,8 @@ class LayerwiseRuleAgent:
 
 def load_baselines(path: Path) -> dict[str, Any]:
     """Agents from a baselines TOML file: one table per agent, named by its key
-    (schedules, layerwise rules, ``method = "pbt"`` and BOIL's ``method = "family"``)."""
+    (schedules, layerwise rules, ``method = "pbt"``, BOIL's ``method = "family"``, and the
+    batch-size track's ``batch_rule`` and ``method = "arbiter"``)."""
     agents: dict[str, Any] = {}
     for name, table in tomllib.loads(path.read_text()).items():
         table = dict(table)
@@ -206,12 +207,22 @@ def load_baselines(path: Path) -> dict[str, Any]:
             if "perturbation_factors" in table:
                 table["perturbation_factors"] = tuple(table["perturbation_factors"])
             agents[name] = PBTAgent(name, PBTConfig(**table))
+        elif table.get("method") == "arbiter":
+            from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig
+
+            table.pop("method")
+            agents[name] = ArbiterAgent(name, ArbiterConfig(**table))
         elif "scheduler" in table:
             agents[name] = GlobalScheduleAgent(name, table.pop("scheduler"), table, base_lr)
         elif "rule" in table:
             agents[name] = LayerwiseRuleAgent(name, table.pop("rule"), table, base_lr)
+        elif "batch_rule" in table:  # the batch-size track's heuristics
+            from ganno_bench.batch_scripted import BatchRuleAgent
+
+            agents[name] = BatchRuleAgent(name, table.pop("batch_rule"), table)
         else:
             raise ValueError(
-                f"{path}: baseline {name!r} needs 'scheduler', 'rule' or method = \"pbt\""
+                f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' "
+                'or method = "pbt"'
             )
     return agents

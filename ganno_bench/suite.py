@@ -2,7 +2,9 @@
 
 Each TOML file describes one family. An entry expands into one id per inner optimiser
 (``ganno/<name>-v<version>`` for SGD with momentum, ``ganno/<name>-Adam-v<version>``
-for Adam). Entries register independently: a broken entry is reported (a warning, and
+for Adam). A file with ``track = "batch_size"`` declares batch-size tasks
+(:class:`~ganno_bench.batch_task.BatchSizeTaskSpec`); the default track is the layerwise
+learning rate. Entries register independently: a broken entry is reported (a warning, and
 :func:`registration_errors`) and never takes the others down with it.
 """
 
@@ -17,12 +19,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ganno_bench.batch_task import BatchSizeTaskSpec
 from ganno_bench.instances import FROZEN_SPLITS, Instance, instances_hash
 from ganno_bench.models import ModelConfig
 from ganno_bench.registry import make_spaces, register
 from ganno_bench.task import DataConfig, TaskSpec
 
 NAMESPACE = "ganno"
+TRACKS = ("layer_lr", "batch_size")
+# Keys of a batch-size entry beyond the common ones (its budget is in samples, not steps).
+_BATCH_KEYS = (
+    "samples_per_decision",
+    "batch_bounds",
+    "lr_schedule",
+    "lr_final_factor",
+    "probe_batch",
+    "probe_chunks",
+)
 _ERRORS: dict[str, str] = {}
 
 
@@ -83,6 +96,9 @@ def registration_errors() -> dict[str, str]:
 
 
 def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSpec]:
+    track = family.get("track", "layer_lr")
+    if track not in TRACKS:
+        raise ValueError(f"unknown track {track!r}; choose one of {TRACKS}")
     known = {
         "name",
         "version",
@@ -90,7 +106,6 @@ def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSp
         "description",
         "optimizers",
         "decisions",
-        "inner_steps",
         "model",
         "data",
         "instances",
@@ -99,6 +114,7 @@ def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSp
         "factors",
         "divergence_factor",
         "divergence_penalty",
+        *(_BATCH_KEYS if track == "batch_size" else ("inner_steps",)),
     }
     unknown = set(entry) - known
     if unknown:
@@ -124,23 +140,30 @@ def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSp
     for optimizer in entry.get("optimizers", ["sgd"]):
         tables = _merged_instances(family, entry, optimizer)
         lr_bounds = entry.get("lr_bounds", family.get("lr_bounds", {}))
-        spec = TaskSpec(
-            id=task_id(entry["name"], optimizer, entry.get("version", 0)),
-            model=model_config,
-            data=data_config,
-            spaces=make_spaces(tables),
-            optimizer=optimizer,
-            decisions=entry["decisions"],
-            inner_steps=entry["inner_steps"],
-            description=entry.get("description", ""),
-            family=family.get("family", "custom"),
-            difficulty=entry.get("difficulty", "custom"),
-            lr_bounds=tuple(lr_bounds.get(optimizer, TaskSpec.lr_bounds)),
-            factors=tuple(entry.get("factors", TaskSpec.factors)),
-            weight_decay=entry.get("weight_decay", 0.0),
-            divergence_factor=entry.get("divergence_factor", TaskSpec.divergence_factor),
-            divergence_penalty=entry.get("divergence_penalty", TaskSpec.divergence_penalty),
-        )
+        common = {
+            "id": task_id(entry["name"], optimizer, entry.get("version", 0)),
+            "model": model_config,
+            "data": data_config,
+            "spaces": make_spaces(tables),
+            "optimizer": optimizer,
+            "decisions": entry["decisions"],
+            "description": entry.get("description", ""),
+            "family": family.get("family", "custom"),
+            "difficulty": entry.get("difficulty", "custom"),
+            "lr_bounds": tuple(lr_bounds.get(optimizer, TaskSpec.lr_bounds)),
+            "weight_decay": entry.get("weight_decay", 0.0),
+            "divergence_factor": entry.get("divergence_factor", TaskSpec.divergence_factor),
+            "divergence_penalty": entry.get("divergence_penalty", TaskSpec.divergence_penalty),
+        }
+        if "factors" in entry:
+            common["factors"] = tuple(entry["factors"])
+        if track == "batch_size":
+            extra = {key: entry[key] for key in _BATCH_KEYS if key in entry}
+            if "batch_bounds" in extra:
+                extra["batch_bounds"] = tuple(extra["batch_bounds"])
+            spec: TaskSpec = BatchSizeTaskSpec(**common, **extra)
+        else:
+            spec = TaskSpec(**common, inner_steps=entry["inner_steps"])
         frozen = read_frozen(spec) if require_frozen else None
         specs.append(spec if frozen is None else _with_frozen(spec, frozen))
     return specs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -94,6 +94,8 @@ class TaskSpec:
     eval_batch_size: int = 4096
     num_frozen: int = 32
     frozen: dict[str, tuple[Instance, ...]] | None = field(default=None, compare=False)
+    # What ``make(id, **overrides)`` may change (a subclass with other knobs widens it).
+    overridable: ClassVar[tuple[str, ...]] = OVERRIDABLE
 
     def __post_init__(self) -> None:
         problems = []
@@ -123,6 +125,11 @@ class TaskSpec:
         return self.id.split("/")[-1].rsplit("-v", 1)[0]
 
     @property
+    def budget(self) -> str:
+        """The budget in words, ``decisions x inner steps`` (for listings)."""
+        return f"{self.decisions} x {self.inner_steps}"
+
+    @property
     def version(self) -> int:
         return int(self.id.rsplit("-v", 1)[1]) if "-v" in self.id else 0
 
@@ -143,11 +150,11 @@ class TaskSpec:
         return tuple(build_frozen(self.id, self.spaces[split], split, self.num_frozen))
 
     def with_overrides(self, **overrides: Any) -> TaskSpec:
-        unknown = set(overrides) - set(OVERRIDABLE)
+        unknown = set(overrides) - set(self.overridable)
         if unknown:
             raise TypeError(
                 f"unknown override(s) {sorted(unknown)} for {self.id!r}; "
-                f"tasks accept {list(OVERRIDABLE)}"
+                f"tasks accept {list(self.overridable)}"
             )
         if "lr_bounds" in overrides:
             overrides["lr_bounds"] = tuple(overrides["lr_bounds"])

@@ -13,7 +13,11 @@ torch.set_num_threads(1)
 
 # Few decisions of few inner steps: the envs' own override options.
 TINY = {"decisions": 3, "inner_steps": 2}
-SUITE_IDS = ganno_bench.list_envs()
+# The layerwise learning-rate ids (what the LR-track tests exercise), the batch-size
+# track's ids, and every registered id.
+SUITE_IDS = ganno_bench.list_envs("ganno/LayerLR-*")
+BATCH_SIZE_IDS = ganno_bench.list_envs("ganno/BatchSize-*")
+ALL_IDS = ganno_bench.list_envs()
 
 
 @pytest.fixture

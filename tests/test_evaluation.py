@@ -56,7 +56,7 @@ def test_function_agent_gets_a_seeded_rng_per_episode():
 def test_card_records_every_instance_and_seed_and_validates():
     card = ganno_bench.evaluate(
         load_agent("constant"),
-        ["ganno/*MLP-Easy*"],
+        ["ganno/LayerLR-MLP-Easy*"],
         "test-ood",
         [3, 4],
         overrides=TINY,

@@ -20,7 +20,7 @@ from ganno_bench.instances import (
     instances_hash,
 )
 
-from .conftest import SUITE_IDS
+from .conftest import ALL_IDS
 
 
 def test_seed_ranges_of_the_splits_do_not_overlap():
@@ -29,7 +29,7 @@ def test_seed_ranges_of_the_splits_do_not_overlap():
         assert hi <= lo
 
 
-@pytest.mark.parametrize("env_id", SUITE_IDS)
+@pytest.mark.parametrize("env_id", ALL_IDS)
 def test_no_held_out_instance_is_reachable_from_train(env_id):
     task = ganno_bench.spec(env_id)
     train = task.spaces["train"]
@@ -55,7 +55,7 @@ def test_no_held_out_instance_is_reachable_from_train(env_id):
     assert all(train.contains(i) for i in sampled)
 
 
-@pytest.mark.parametrize("env_id", SUITE_IDS)
+@pytest.mark.parametrize("env_id", ALL_IDS)
 def test_frozen_files_match_what_the_code_builds(env_id):
     task = ganno_bench.spec(env_id)
     stored = json.loads(suite.frozen_path(env_id).read_text())
@@ -86,7 +86,7 @@ def test_hand_edited_frozen_file_is_refused(tmp_path, monkeypatch):
     specs, errors = suite.load_suite_specs()
     assert "ganno/LayerLR-MLP-Easy-v0" not in {s.id for s in specs}
     assert any("sha256" in message for message in errors.values())
-    assert len(specs) == len(SUITE_IDS) - 2  # only the broken entry (SGD + Adam) is dropped
+    assert len(specs) == len(ALL_IDS) - 2  # only the broken entry (SGD + Adam) is dropped
 
 
 def test_instance_json_round_trip_and_interval_unions():

@@ -11,7 +11,7 @@ import pytest
 import ganno_bench
 from ganno_bench import suite
 
-from .conftest import SUITE_IDS
+from .conftest import ALL_IDS, BATCH_SIZE_IDS, SUITE_IDS
 
 
 def test_unknown_id_names_the_closest_ids():
@@ -24,8 +24,8 @@ def test_unknown_id_names_the_closest_ids():
 
 
 def test_list_envs_accepts_globs():
-    assert ganno_bench.list_envs() == sorted(SUITE_IDS)
-    cnn = ganno_bench.list_envs("*CNN*")
+    assert ganno_bench.list_envs() == sorted(ALL_IDS) == sorted(SUITE_IDS + BATCH_SIZE_IDS)
+    cnn = ganno_bench.list_envs("*LayerLR-CNN*")
     assert len(cnn) == 6 and all("CNN" in i for i in cnn)
     assert ganno_bench.list_envs("*-Adam-v0") == [i for i in SUITE_IDS if i.endswith("-Adam-v0")]
 
@@ -65,7 +65,7 @@ def test_one_broken_suite_entry_does_not_drop_the_others(tmp_path, monkeypatch):
     (tmp_path / "envs" / "broken.toml").write_text("this is [ not toml")
     monkeypatch.setattr(suite, "suite_dir", lambda: tmp_path / "envs")
     specs, errors = suite.load_suite_specs()
-    assert {s.id for s in specs} == set(SUITE_IDS) - {
+    assert {s.id for s in specs} == set(ALL_IDS) - {
         "ganno/LayerLR-MLP-Medium-v0",
         "ganno/LayerLR-MLP-Medium-Adam-v0",
     }

@@ -21,14 +21,13 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from ganno_bench.engine import TorchTrainer
+from ganno_bench.envs.common import build_trainer, choose_instance, final_scores
 from ganno_bench.envs.observation import FEATURE_NAMES, build_observations, named, observation_space
-from ganno_bench.instances import SPLITS, Instance, frozen_instance
+from ganno_bench.instances import SPLITS, Instance
 from ganno_bench.task import TaskSpec
 
 ACTION_MODES = ("factor", "log_lr")
@@ -61,29 +60,11 @@ class LayerLREnv(ParallelEnv):
                 f"unknown render_mode {render_mode!r}; supported: "
                 f"{self.metadata['render_modes']} or None"
             )
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was asked for but CUDA is not available; use device='cpu'"
-            )
         self.task = task
         self.split = split
         self.action_mode = action_mode
         self.render_mode = render_mode
-
-        dataset = task.load_data()
-        with torch.random.fork_rng(devices=[]):  # building layers draws from the global RNG
-            network = task.build_network(dataset.input_shape, dataset.num_classes)
-        self.trainer = TorchTrainer(
-            network,
-            dataset,
-            optimizer=task.optimizer,
-            weight_decay=task.weight_decay,
-            stats_window=task.stats_window,
-            eval_batch_size=task.eval_batch_size,
-            nonlinearity=getattr(task.model, "activation", "relu"),
-            device=device,
-        )
-        self.num_classes = dataset.num_classes
+        self.trainer, self.num_classes = build_trainer(task, device)
         self.possible_agents = [f"layer_{i}" for i in range(len(self.trainer.layers))]
         self.agents: list[str] = []
 
@@ -143,31 +124,7 @@ class LayerLREnv(ParallelEnv):
 
     def _choose_instance(self, options: dict) -> Instance:
         """``options["instance"]``: an index into the split, an Instance, or its dict."""
-        chosen = options.get("instance")
-        frozen = self.split != "train"
-        if chosen is None:
-            if frozen:
-                pool = self.task.frozen_instances(self.split)
-                return pool[int(self.np_random.integers(len(pool)))]
-            return self.task.spaces["train"].sample(self.np_random)
-        if isinstance(chosen, Instance):
-            return chosen
-        if isinstance(chosen, dict):
-            return Instance.from_dict(chosen)
-        if not isinstance(chosen, int | np.integer) or chosen < 0:
-            raise ValueError(
-                f"options['instance'] must be a non-negative index, an Instance or "
-                f"its dict; got {chosen!r}"
-            )
-        if frozen:
-            pool = self.task.frozen_instances(self.split)
-            if chosen >= len(pool):
-                raise ValueError(
-                    f"split {self.split!r} of {self.task.id} has {len(pool)} frozen "
-                    f"instances (0..{len(pool) - 1}); got instance={chosen}"
-                )
-            return pool[int(chosen)]
-        return frozen_instance(self.task.id, self.task.spaces["train"], "train", int(chosen))
+        return choose_instance(self.task, self.split, self.np_random, options)
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
@@ -265,19 +222,13 @@ class LayerLREnv(ParallelEnv):
 
     def _final_scores(self, diverged: bool) -> dict[str, float]:
         """Inner-test loss and accuracy at the episode's end (the suite's score)."""
-        if diverged:
-            loss, accuracy = math.inf, 0.0
-        else:
-            loss, accuracy = self.trainer.evaluate("test")
-        if not math.isfinite(loss):  # a documented cap keeps the score finite
-            loss = self.task.divergence_factor * self._initial_val_loss
-        return {
-            "final_test_loss": float(loss),
-            "final_test_accuracy": float(accuracy),
-            "final_val_loss": float(
-                min(self._val_loss, self.task.divergence_factor * self._initial_val_loss)
-            ),
-        }
+        return final_scores(
+            self.trainer,
+            self.task,
+            diverged=diverged,
+            val_loss=self._val_loss,
+            initial_val_loss=self._initial_val_loss,
+        )
 
     def _per_agent(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         return {agent: obs[i] for i, agent in enumerate(self.agents)}

@@ -1,0 +1,319 @@
+"""The batch-size track: API compliance, exact sample budget, determinism, divergence,
+actions, the noise-scale estimator, and registration alongside the LR suite."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium
+import numpy as np
+import pettingzoo
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+from pettingzoo.test import parallel_api_test, parallel_seed_test
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import ganno_bench
+from ganno_bench.batch_task import BatchSizeTaskSpec, update_sizes
+from ganno_bench.envs import BatchSizeEnv, CentralisedBatchSizeEnv
+from ganno_bench.evaluation import resolve_ids
+from ganno_bench.noise_scale import NoiseScaleEMA, estimate_noise, noise_scale
+
+from .conftest import BATCH_SIZE_IDS, SUITE_IDS, run_episode
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+# Few decisions of few samples: the batch-size envs' own override options.
+TINY = {"decisions": 3, "samples_per_decision": 96}
+EASY = "ganno/BatchSize-MLP-Easy-v0"
+
+
+def test_the_track_has_mlp_and_cnn_ids_and_its_own_suite_name():
+    for env_id in (EASY, "ganno/BatchSize-MLP-Hard-v0", "ganno/BatchSize-CNN-Easy-v0"):
+        assert env_id in BATCH_SIZE_IDS
+        task = ganno_bench.spec(env_id)
+        assert isinstance(task, BatchSizeTaskSpec) and task.description
+        assert task.batch_bounds == (8, 512)
+    assert resolve_ids(["batch-size"]) == BATCH_SIZE_IDS
+    assert resolve_ids(["all"]) == SUITE_IDS  # "all" stays the layerwise-LR suite
+    assert not set(BATCH_SIZE_IDS) & set(SUITE_IDS)
+    assert ganno_bench.registration_errors() == {}
+
+
+def test_hard_is_deeper_noisier_and_tighter_than_easy():
+    for family in ("MLP", "CNN"):
+        easy, hard = (
+            ganno_bench.spec(f"ganno/BatchSize-{family}-{d}-v0") for d in ("Easy", "Hard")
+        )
+        assert easy.model.num_layers() < hard.model.num_layers()
+        assert easy.sample_budget > hard.sample_budget
+        assert easy.data.label_noise < hard.data.label_noise
+        assert (easy.lr_schedule, hard.lr_schedule) == ("constant", "cosine")
+
+
+@pytest.mark.parametrize("env_id", BATCH_SIZE_IDS)
+def test_parallel_api_and_seed_tests(env_id):
+    parallel_api_test(ganno_bench.make(env_id, **TINY), num_cycles=20)
+    parallel_seed_test(lambda: ganno_bench.make(env_id, **TINY), num_cycles=8)
+
+
+@pytest.mark.parametrize("env_id", BATCH_SIZE_IDS)
+@pytest.mark.parametrize("action_mode", ["factor", "absolute"])
+def test_single_agent_view_passes_gymnasium_and_sb3_checkers(env_id, action_mode):
+    env = gymnasium.make(env_id, action_mode=action_mode, **TINY)
+    assert isinstance(env.unwrapped, CentralisedBatchSizeEnv)
+    gymnasium_check_env(env.unwrapped, skip_render_check=False)
+    sb3_check_env(gymnasium.make(env_id, action_mode=action_mode, **TINY).unwrapped)
+
+
+def test_pettingzoo_make_and_the_centralised_view_mirror_the_parallel_env():
+    via_pz = pettingzoo.make("parallel", EASY, split="test", **TINY)
+    assert isinstance(via_pz, BatchSizeEnv) and via_pz.possible_agents == ["controller"]
+    central = gymnasium.make(EASY, split="test", **TINY).unwrapped
+    obs_c, info_c = central.reset(seed=3)
+    obs_p, infos_p = via_pz.reset(seed=3)
+    assert obs_c.tobytes() == obs_p["controller"].tobytes()
+    obs_c, reward_c, *_, info_c = central.step(2)
+    obs_p, rewards_p, *_, infos_p = via_pz.step({"controller": 2})
+    assert obs_c.tobytes() == obs_p["controller"].tobytes()
+    assert reward_c == rewards_p["controller"] and info_c == infos_p["controller"]
+
+
+def test_update_sizes_cover_the_samples_exactly():
+    assert update_sizes(1280, 512) == [512, 512, 256]
+    assert update_sizes(1280, 64) == [64] * 20
+    assert update_sizes(96, 512) == [96]  # a batch above the decision's samples is cut
+    for samples in (1, 7, 96, 1280):
+        for batch in (1, 3, 8, 100, 512, 2000):
+            sizes = update_sizes(samples, batch)
+            assert sum(sizes) == samples and max(sizes) <= batch and min(sizes) >= 1
+
+
+@pytest.mark.parametrize("action_mode", ["factor", "absolute"])
+def test_the_sample_budget_is_met_exactly_whatever_the_batch_sizes(action_mode):
+    env = ganno_bench.make(EASY, action_mode=action_mode, decisions=6, samples_per_decision=700)
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        _, infos = env.reset(seed=episode)
+        assert infos["controller"]["samples_processed"] == 0
+        decisions = 0
+        while env.agents:
+            if action_mode == "factor":
+                action = int(rng.integers(3))
+            else:
+                action = np.array([rng.uniform(1, 600)], dtype=np.float32)
+            *_, infos = env.step({"controller": action})
+            decisions += 1
+            info = infos["controller"]
+            batch = info["batch_size"]
+            assert 8 <= batch <= 512
+            assert info["samples_processed"] == decisions * 700
+            assert info["updates"] == len(update_sizes(700, batch)) == math.ceil(700 / batch)
+        assert info["samples_processed"] == env.task.sample_budget == 4200
+        assert info["progress"] == pytest.approx(1.0)
+
+
+def test_engine_counts_the_samples_it_trains_on():
+    env = ganno_bench.make(EASY, **TINY)
+    env.reset(seed=0)
+    seen = []
+    original = env.trainer._next_batch
+    env.trainer._next_batch = lambda size=None: seen.append(size) or original(size)
+    env.step({"controller": 2})  # double the initial batch size
+    assert sum(seen) == 96 and seen == update_sizes(96, env.batch_size)
+
+
+def test_factor_actions_halve_keep_double_within_bounds():
+    env = ganno_bench.make(EASY, decisions=12, samples_per_decision=64)
+    env.reset(options={"instance": {**_instance_dict(env), "batch_size": 16}})
+    sizes = []
+    for action in (0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2):
+        *_, infos = env.step({"controller": action})
+        sizes.append(infos["controller"]["batch_size"])
+    assert sizes == [8, 8, 8, 8, 16, 32, 64, 128, 256, 512, 512]
+
+
+def test_absolute_actions_are_rounded_and_clipped():
+    env = ganno_bench.make(EASY, action_mode="absolute", decisions=4, samples_per_decision=64)
+    env.reset(seed=0)
+    chosen = []
+    for value in (100.4, 3.0, 9000.0):
+        *_, infos = env.step({"controller": np.array([value])})
+        chosen.append(infos["controller"]["batch_size"])
+    assert chosen == [100, 8, 512]
+
+
+@pytest.mark.parametrize(
+    ("mode", "action", "message"),
+    [
+        ("factor", 3, "outside 0..2"),
+        ("factor", -1, "outside 0..2"),
+        ("factor", 1.5, "integer index"),
+        ("factor", "up", "integer index"),
+        ("absolute", [float("nan")], "finite batch size"),
+        ("absolute", [1.0, 2.0], "finite batch size"),
+        ("absolute", "big", "finite batch size"),
+        ("absolute", None, "finite batch size"),
+    ],
+)
+def test_invalid_actions_raise_clear_errors(mode, action, message):
+    env = ganno_bench.make(EASY, action_mode=mode, **TINY)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.step({"controller": action})
+    with pytest.raises(ValueError, match="exactly one action"):
+        env.step({"layer_0": 1})
+
+
+def test_bad_options_name_the_choices():
+    with pytest.raises(ValueError, match="choose one of"):
+        ganno_bench.make(EASY, action_mode="log_lr")
+    with pytest.raises(TypeError, match="samples_per_decision"):
+        ganno_bench.make(EASY, inner_steps=3)  # the budget is in samples here
+    with pytest.raises(ValueError, match=r"outside 8\.\.64"):
+        ganno_bench.make(EASY, batch_bounds=(8, 64))  # initial batch sizes up to 128
+
+
+def _instance_dict(env) -> dict:
+    return env.task.frozen_instances("test")[0].to_dict()
+
+
+def test_huge_learning_rate_diverges_cleanly():
+    env = ganno_bench.make(EASY, decisions=5, samples_per_decision=256)
+    _, _ = env.reset(options={"instance": {**_instance_dict(env), "log10_lr": 2.0}})
+    obs, rewards, terminations, truncations, infos = env.step({"controller": 1})
+    assert terminations == {"controller": True} and truncations == {"controller": False}
+    assert rewards["controller"] == -env.task.divergence_penalty
+    info = infos["controller"]
+    assert info["diverged"] and info["noise_scale"] is None
+    assert np.isfinite(obs["controller"]).all()
+    assert env.observation_space("controller").contains(obs["controller"])
+    assert math.isfinite(info["final_test_loss"]) and info["final_test_accuracy"] == 0.0
+    assert env.agents == []
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step({"controller": 1})
+
+
+def test_truncation_at_the_budget_and_telescoping_return():
+    env = ganno_bench.make(EASY, decisions=4, samples_per_decision=128)
+    _, infos = env.reset(seed=2)
+    first_val = infos["controller"]["val_loss"]
+    total = 0.0
+    for t in range(4):
+        _, rewards, terminations, truncations, infos = env.step({"controller": 1})
+        total += rewards["controller"]
+        assert not terminations["controller"]
+        assert truncations["controller"] == (t == 3)
+    expected = math.log(first_val) - math.log(infos["controller"]["val_loss"])
+    assert total == pytest.approx(expected, abs=1e-5)
+    assert 0 < infos["controller"]["final_test_accuracy"] <= 1
+
+
+def test_cosine_schedule_is_fixed_per_id():
+    env = ganno_bench.make("ganno/BatchSize-MLP-Hard-v0", decisions=4, samples_per_decision=64)
+    env.reset(seed=0)
+    base = env.instance.learning_rate
+    rates = []
+    while env.agents:
+        *_, infos = env.step({"controller": 1})
+        rates.append(infos["controller"]["lr"])
+    final = 0.01 * base
+    expected = [final + 0.5 * (base - final) * (1 + math.cos(math.pi * t / 3)) for t in range(4)]
+    assert rates == pytest.approx(expected)
+    assert infos["controller"]["log10_lr"] == pytest.approx(math.log10(rates[-1]), abs=1e-6)
+
+
+def _random_policy(seed: int):
+    rng = np.random.default_rng(seed)
+    return lambda obs, infos: {"controller": int(rng.integers(3))}
+
+
+@pytest.mark.parametrize("env_id", [EASY, "ganno/BatchSize-CNN-Hard-v0"])
+def test_same_seed_same_episode_bitwise(env_id):
+    def episode():
+        env = ganno_bench.make(env_id, decisions=4, samples_per_decision=200)
+        trace = run_episode(env, _random_policy(0), seed=11)
+        return trace, env.trainer.final_weights()
+
+    (a, weights_a), (b, weights_b) = episode(), episode()
+    assert len(a["obs"]) == len(b["obs"])
+    for obs_a, obs_b in zip(a["obs"], b["obs"], strict=True):
+        assert obs_a["controller"].tobytes() == obs_b["controller"].tobytes()
+    assert a["rewards"] == b["rewards"]
+    assert torch.equal(weights_a, weights_b)
+
+
+def test_observations_are_named_finite_and_scale_free():
+    env = ganno_bench.make("ganno/BatchSize-CNN-Easy-v0", **TINY)
+    obs, infos = env.reset(seed=0)
+    while True:
+        vector, info = obs["controller"], infos["controller"]
+        named = [info[name] for name in env.feature_names]
+        np.testing.assert_array_equal(vector, np.array(named, dtype=np.float32))
+        assert np.isfinite(vector).all()
+        assert info["log2_batch_size"] == pytest.approx(math.log2(info["batch_size"]))
+        if info["noise_scale_valid"]:
+            assert info["log10_noise_scale"] == pytest.approx(
+                math.log10(info["noise_scale"]), abs=1e-5
+            )
+        if not env.agents:
+            break
+        obs, _, _, _, infos = env.step({"controller": 2})
+
+
+def test_probing_the_gradient_noise_leaves_weights_and_data_stream_alone():
+    env = ganno_bench.make(EASY, **TINY)
+    env.reset(seed=0)
+    trainer = env.trainer
+    state = trainer.state_dict()
+    trainer.probe_gradients(32, 4)
+    after = trainer.state_dict()
+    assert torch.equal(state["weights"], after["weights"])
+    assert state["cursor"] == after["cursor"] and torch.equal(state["order"], after["order"])
+
+
+# -- the noise-scale estimator ---------------------------------------------------------
+def test_noise_scale_estimator_recovers_a_known_answer_from_synthetic_gradients():
+    """Per-sample gradients ~ N(G, Sigma): known |G|^2 and tr(Sigma)."""
+    rng = np.random.default_rng(0)
+    dim = 50
+    mean = rng.normal(size=dim) * 0.2
+    scales = rng.uniform(0.5, 2.0, size=dim)  # Sigma = diag(scales^2)
+    true_grad_sq, true_trace = float(mean @ mean), float(np.sum(scales**2))
+    b_small, chunks, repeats = 16, 8, 400
+    small_sq, big_sq = [], []
+    for _ in range(repeats):
+        samples = mean + scales * rng.normal(size=(b_small * chunks, dim))
+        chunk_means = samples.reshape(chunks, b_small, dim).mean(axis=1)
+        small_sq.append(np.mean(np.sum(chunk_means**2, axis=1)))
+        big_sq.append(np.sum(chunk_means.mean(axis=0) ** 2))
+    estimate = estimate_noise(b_small, np.mean(small_sq), b_small * chunks, np.mean(big_sq))
+    assert estimate.grad_sq == pytest.approx(true_grad_sq, rel=0.1)
+    assert estimate.trace_sigma == pytest.approx(true_trace, rel=0.05)
+    assert estimate.simple == pytest.approx(true_trace / true_grad_sq, rel=0.15)
+
+
+def test_noise_scale_algebra_and_invalid_estimates():
+    # E|G_B|^2 = |G|^2 + tr(Sigma)/B exactly: the estimator inverts it
+    grad_sq, trace = 0.5, 40.0
+    small, big = grad_sq + trace / 8, grad_sq + trace / 256
+    estimate = estimate_noise(8, small, 256, big)
+    assert (estimate.grad_sq, estimate.trace_sigma) == pytest.approx((grad_sq, trace))
+    assert noise_scale(8, small, 256, big) == pytest.approx(80.0)
+    # a big batch whose norm exceeds the small one's: negative tr(Sigma), not valid
+    assert math.isnan(noise_scale(8, 1.0, 256, 2.0))
+    assert not estimate_noise(8, 1.0, 256, 2.0).valid
+    with pytest.raises(ValueError, match="b_small < b_big"):
+        estimate_noise(64, 1.0, 64, 1.0)
+
+
+def test_noise_scale_ema_smooths_components_and_skips_bad_estimates():
+    ema = NoiseScaleEMA(beta=0.5)
+    assert math.isnan(ema.value)
+    ema.update(estimate_noise(8, 0.5 + 40 / 8, 256, 0.5 + 40 / 256))  # |G|^2 .5, tr 40
+    assert ema.value == pytest.approx(80.0)
+    ema.update(estimate_noise(8, 1.5 + 40 / 8, 256, 1.5 + 40 / 256))  # |G|^2 1.5, tr 40
+    assert ema.value == pytest.approx(40.0 / 1.0)
+    ema.update(estimate_noise(8, math.nan, 256, 1.0))
+    assert ema.value == pytest.approx(40.0)
