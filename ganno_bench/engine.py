@@ -345,8 +345,13 @@ class TorchTrainer(InnerTrainer):
 
     def probe_gradients(self, small: int, chunks: int) -> GradientProbe:
         """Measure gradients at the current weights without changing them (or the data
-        stream): ``chunks`` disjoint train batches of ``small`` samples, drawn from a
-        separate probe generator."""
+        stream): ``chunks`` train batches of ``small`` samples, drawn *with replacement*
+        from a separate probe generator. With replacement every sample is an independent
+        draw from the train part, so ``E|G_B|^2 = |G|^2 + tr(Sigma) / B`` holds exactly
+        for the train part's mean gradient ``G`` and per-sample covariance ``Sigma`` and
+        :func:`~ganno_bench.noise_scale.estimate_noise` is unbiased; drawing without
+        replacement from the finite part would shrink ``|G_big|^2`` by the finite-population
+        factor and bias ``B_simple`` upwards."""
         assert self.optimizer is not None, "start() must be called first"
         n = len(self._data["train"][1])
         if small < 1 or chunks < 2 or small * chunks > n:
@@ -354,7 +359,7 @@ class TorchTrainer(InnerTrainer):
                 f"a probe needs small >= 1, chunks >= 2 and small * chunks <= {n}; "
                 f"got small={small}, chunks={chunks}"
             )
-        index = torch.randperm(n, generator=self._probe_generator)[: small * chunks]
+        index = torch.randint(n, (small * chunks,), generator=self._probe_generator)
         x, y = self._data["train"]
         grad_sum = torch.zeros_like(self._flat)
         sq_norm_sum = torch.zeros((), device=self.device)

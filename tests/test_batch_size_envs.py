@@ -275,7 +275,8 @@ def test_probing_the_gradient_noise_leaves_weights_and_data_stream_alone():
 
 # -- the noise-scale estimator ---------------------------------------------------------
 def test_noise_scale_estimator_recovers_a_known_answer_from_synthetic_gradients():
-    """Per-sample gradients ~ N(G, Sigma): known |G|^2 and tr(Sigma)."""
+    """``estimate_noise`` alone, on i.i.d. per-sample gradients ~ N(G, Sigma): known |G|^2
+    and tr(Sigma) (the engine's probe is tested below)."""
     rng = np.random.default_rng(0)
     dim = 50
     mean = rng.normal(size=dim) * 0.2
@@ -292,6 +293,51 @@ def test_noise_scale_estimator_recovers_a_known_answer_from_synthetic_gradients(
     assert estimate.grad_sq == pytest.approx(true_grad_sq, rel=0.1)
     assert estimate.trace_sigma == pytest.approx(true_trace, rel=0.05)
     assert estimate.simple == pytest.approx(true_trace / true_grad_sq, rel=0.15)
+
+
+def test_the_engine_probe_gives_unbiased_noise_estimates_on_a_finite_train_part():
+    """Through the engine, on a train part small enough for exact per-sample gradients:
+    the probe's mean squared norms match ``|G|^2 + tr(Sigma) / B`` of the finite part at
+    both batch sizes, and ``estimate_noise`` recovers |G|^2 and tr(Sigma). A probe that
+    drew without replacement (32 of 40 samples) would shrink |G_big|^2 by (N - B) / (N - 1)
+    and fail by dozens of standard errors."""
+    env = ganno_bench.make(EASY, **TINY)
+    env.reset(seed=0)
+    trainer = env.trainer
+    x, y = trainer.data_part("train")
+    n, small, chunks = 40, 4, 8
+    trainer._data["train"] = (x[:n], y[:n])
+    x, y = trainer.data_part("train")
+    per_sample = []
+    for i in range(n):  # the batch loss is the mean of these, so its gradient is too
+        loss = torch.nn.functional.cross_entropy(trainer.network(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, trainer._params)
+        per_sample.append(torch.cat([g.reshape(-1) for g in grads]).double())
+    g = torch.stack(per_sample)
+    mean = g.mean(dim=0)
+    grad_sq = float(mean @ mean)
+    trace = float((g - mean).square().sum(dim=1).mean())  # population covariance of the part
+    small_sq, big_sq, grad_sq_est, trace_est = [], [], [], []
+    for _ in range(400):
+        probe = trainer.probe_gradients(small, chunks)
+        assert (probe.small, probe.big) == (small, small * chunks)
+        estimate = estimate_noise(probe.small, probe.small_sq_norm, probe.big, probe.big_sq_norm)
+        small_sq.append(probe.small_sq_norm)
+        big_sq.append(probe.big_sq_norm)
+        grad_sq_est.append(estimate.grad_sq)
+        trace_est.append(estimate.trace_sigma)
+
+    def close(values, expected):  # within 4 standard errors of the mean
+        values = np.asarray(values)
+        error = values.std(ddof=1) / math.sqrt(len(values))
+        return abs(values.mean() - expected) < 4 * error
+
+    assert close(small_sq, grad_sq + trace / small)
+    assert close(big_sq, grad_sq + trace / (small * chunks))
+    assert close(grad_sq_est, grad_sq)
+    assert close(trace_est, trace)
+    averaged = estimate_noise(small, np.mean(small_sq), small * chunks, np.mean(big_sq))
+    assert averaged.simple == pytest.approx(trace / grad_sq, rel=0.25)
 
 
 def test_noise_scale_algebra_and_invalid_estimates():
