@@ -2,6 +2,14 @@
 
 The budget is counted in training samples, as in the batch-size literature: every decision
 processes exactly ``samples_per_decision`` samples, so a larger batch means fewer updates.
+
+How a decision's samples become updates (:func:`update_sizes`), at batch size ``B`` with
+``batch_bounds = (lo, hi)``: ``samples // B`` updates of ``B``; a remainder ``r`` of at
+least ``lo`` samples is one more update of ``r``, a smaller remainder joins the last
+update (``B + r`` samples, under ``B + lo``); a ``B`` above the decision's samples is cut
+to them. So the samples processed are exactly the budget, and every update, all at the
+schedule's learning rate, has between ``lo`` and ``max(hi, B + lo - 1)`` samples: none
+falls below the batch bounds (``samples_per_decision >= lo`` is required).
 The instance's ``batch_size`` is the initial batch size and its ``log10_lr`` the base rate
 of the id's fixed schedule.
 """
@@ -33,8 +41,9 @@ class BatchSizeTaskSpec(TaskSpec):
 
     ``decisions`` x ``samples_per_decision`` is the sample budget. A decision at batch size
     ``B`` runs ``samples_per_decision // B`` updates of ``B`` samples and, if that leaves a
-    remainder, one last smaller update on it, so the budget is met exactly whatever the
-    agent chooses. Batch sizes are clipped to ``batch_bounds``; factor mode multiplies the
+    remainder, one more update on it, or, when the remainder is below ``batch_bounds[0]``,
+    it joins the last update (see :func:`update_sizes`), so the budget is met exactly
+    whatever the agent chooses and no update has fewer than ``batch_bounds[0]`` samples. Batch sizes are clipped to ``batch_bounds``; factor mode multiplies the
     current size by one of ``factors`` (halve, keep, double). The learning rate follows
     ``lr_schedule`` over the decisions: ``constant`` (the instance's rate) or ``cosine``
     (from it down to ``lr_final_factor`` times it). ``probe_batch`` x ``probe_chunks``
@@ -58,8 +67,11 @@ class BatchSizeTaskSpec(TaskSpec):
         lo, hi = self.batch_bounds
         if not 1 <= lo < hi:
             problems.append(f"batch_bounds must satisfy 1 <= low < high, got {self.batch_bounds}")
-        if self.samples_per_decision < 1:
-            problems.append("samples_per_decision must be >= 1")
+        if self.samples_per_decision < max(lo, 1):
+            problems.append(
+                f"samples_per_decision must be >= batch_bounds[0] = {lo} (no update may have "
+                f"fewer samples), got {self.samples_per_decision}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 < self.lr_final_factor <= 1:
@@ -95,9 +107,16 @@ class BatchSizeTaskSpec(TaskSpec):
         return super().with_overrides(**overrides)
 
 
-def update_sizes(samples: int, batch_size: int) -> list[int]:
-    """The updates one decision makes: ``samples // batch_size`` full batches, then one of
-    the remainder; they sum to ``samples`` exactly (a batch above ``samples`` is cut to it)."""
+def update_sizes(samples: int, batch_size: int, smallest: int = 1) -> list[int]:
+    """The updates one decision makes: ``samples // batch_size`` full batches, then the
+    remainder, as an update of its own if it has at least ``smallest`` samples, else merged
+    into the last full batch. They sum to ``samples`` exactly; a batch above ``samples``
+    is cut to it. With ``smallest <= samples`` no update has fewer than ``smallest``."""
     batch_size = min(batch_size, samples)
     full, remainder = divmod(samples, batch_size)
-    return [batch_size] * full + ([remainder] if remainder else [])
+    sizes = [batch_size] * full
+    if remainder >= smallest:
+        sizes.append(remainder)
+    elif remainder:
+        sizes[-1] += remainder
+    return sizes

@@ -80,14 +80,21 @@ def test_pettingzoo_make_and_the_centralised_view_mirror_the_parallel_env():
     assert reward_c == rewards_p["controller"] and info_c == infos_p["controller"]
 
 
-def test_update_sizes_cover_the_samples_exactly():
-    assert update_sizes(1280, 512) == [512, 512, 256]
-    assert update_sizes(1280, 64) == [64] * 20
-    assert update_sizes(96, 512) == [96]  # a batch above the decision's samples is cut
-    for samples in (1, 7, 96, 1280):
-        for batch in (1, 3, 8, 100, 512, 2000):
-            sizes = update_sizes(samples, batch)
-            assert sum(sizes) == samples and max(sizes) <= batch and min(sizes) >= 1
+def test_update_sizes_cover_the_samples_exactly_and_never_fall_below_the_bounds():
+    assert update_sizes(1280, 512, 8) == [512, 512, 256]
+    assert update_sizes(1280, 64, 8) == [64] * 20
+    assert update_sizes(96, 512, 8) == [96]  # a batch above the decision's samples is cut
+    assert update_sizes(640, 9, 8) == [9] * 70 + [10]  # remainder 1 joins the last update
+    assert update_sizes(700, 9, 8) == [9] * 76 + [9 + 7]
+    assert update_sizes(700, 23, 8) == [23] * 30 + [10]  # remainder 10 >= 8: its own update
+    lo, hi = 8, 512
+    for samples in (8, 9, 15, 96, 640, 700, 1280):
+        for batch in range(lo, hi + 1):
+            sizes = update_sizes(samples, batch, lo)
+            assert sum(sizes) == samples
+            assert min(sizes) >= lo  # the real invariant: no update below the bounds
+            assert max(sizes) <= max(min(batch, samples), batch + lo - 1)
+            assert sizes[:-1] == [min(batch, samples)] * (len(sizes) - 1)
 
 
 @pytest.mark.parametrize("action_mode", ["factor", "absolute"])
@@ -109,7 +116,9 @@ def test_the_sample_budget_is_met_exactly_whatever_the_batch_sizes(action_mode):
             batch = info["batch_size"]
             assert 8 <= batch <= 512
             assert info["samples_processed"] == decisions * 700
-            assert info["updates"] == len(update_sizes(700, batch)) == math.ceil(700 / batch)
+            sizes = update_sizes(700, batch, 8)
+            assert info["updates"] == len(sizes) and min(sizes) >= 8
+            assert info["updates"] == math.ceil(700 / batch) - (0 < 700 % batch < 8)
         assert info["samples_processed"] == env.task.sample_budget == 4200
         assert info["progress"] == pytest.approx(1.0)
 
@@ -121,7 +130,19 @@ def test_engine_counts_the_samples_it_trains_on():
     original = env.trainer._next_batch
     env.trainer._next_batch = lambda size=None: seen.append(size) or original(size)
     env.step({"controller": 2})  # double the initial batch size
-    assert sum(seen) == 96 and seen == update_sizes(96, env.batch_size)
+    assert sum(seen) == 96 and seen == update_sizes(96, env.batch_size, 8)
+
+
+def test_no_update_of_an_episode_has_fewer_samples_than_the_lower_bound():
+    env = ganno_bench.make(EASY, action_mode="absolute", decisions=2, samples_per_decision=640)
+    env.reset(seed=0)
+    seen = []
+    original = env.trainer._next_batch
+    env.trainer._next_batch = lambda size=None: seen.append(size) or original(size)
+    *_, infos = env.step({"controller": np.array([9.0])})  # 640 = 71 x 9 + 1
+    assert seen == [9] * 70 + [10] and infos["controller"]["samples_processed"] == 640
+    with pytest.raises(ValueError, match=r"samples_per_decision must be >= batch_bounds\[0\]"):
+        ganno_bench.make(EASY, samples_per_decision=4)
 
 
 def test_factor_actions_halve_keep_double_within_bounds():

@@ -3,7 +3,9 @@
 A PettingZoo ``ParallelEnv`` with a single agent, ``controller`` (the batch size is one
 number for the whole network). Each step (one *decision*) sets the batch size ``B`` from
 the action, runs the decision's updates on exactly ``task.samples_per_decision`` training
-samples (``samples_per_decision // B`` updates of ``B``, then one of the remainder), with
+samples (``samples_per_decision // B`` updates of ``B``, then one of the remainder, or the
+remainder merged into the last update when it is below ``batch_bounds[0]``: see
+:func:`ganno_bench.batch_task.update_sizes`), with
 the learning rate of the id's fixed schedule, then probes the gradient noise, observes and
 rewards. The budget is therefore counted in samples: a larger batch means fewer updates,
 and ``info["samples_processed"]`` ends at ``decisions * samples_per_decision`` exactly.
@@ -139,7 +141,9 @@ class BatchSizeEnv(ParallelEnv):
         self.batch_size = self._new_batch_size(actions)
         self.lr = self._scheduled_lr(self._t)
         self.trainer.set_learning_rates(np.full(len(self.trainer.layers), self.lr))
-        sizes = update_sizes(self.task.samples_per_decision, self.batch_size)
+        sizes = update_sizes(
+            self.task.samples_per_decision, self.batch_size, self.task.batch_bounds[0]
+        )
         stats = self.trainer.train_batches(sizes)
         self._samples += sum(sizes)
         self._updates = len(sizes)
