@@ -5,12 +5,16 @@ A privileged agent for the batch-size track. It learns online, within each episo
 1. **Propose.** A small agent network reads a validation minibatch (the inner network's
    penultimate features, their mean and spread over the batch) and proposes ``N``
    candidate logits ``c_i`` (offset so that, untrained, they cover the batch range). A
-   softmax mixture ``alpha = softmax(m)`` over them gives ``s = sum_i alpha_i c_i``.
+   softmax mixture ``alpha = softmax(m)`` over them gives ``s = sum_i alpha_i c_i``. The
+   mixture logits ``m`` start with a small lead (``mixture_gap``) on the candidate nearest
+   the instance's initial batch size and learn at their own rate ``mixture_lr``, so the
+   chosen candidate can change within an episode.
 2. **Reparameterise.** A logit maps to a batch size in ``[s_min, s_max]`` (the task's
    ``batch_bounds``) as ``B = floor((s_max - s_min) * sigmoid(logit) + s_min)``. Every
    scheduling ``interval`` decisions the candidate with the largest ``alpha`` becomes
    the next batch size (the env then trains a decision at that size).
-3. **Meta-objective, no unrolling.** At the next decision, the validation loss is taken
+3. **Meta-objective, no unrolling.** When the interval is over (at the next choice, after
+   the env has trained all ``interval`` decisions at that size), the validation loss is taken
    at the inner network's weights *after* its step, with ``s`` injected into the inner
    network's penultimate features, ``f' = f + f.detach() * (W s)``: the value changes
    little, but the loss now depends on ``s`` and its gradient reaches the agent network,
@@ -58,16 +62,27 @@ class ArbiterConfig:
 
     candidates: int = 8
     hidden: int = 32
-    meta_lr: float = 0.01
+    meta_lr: float = 0.01  # Adam step size of the agent network and W
+    mixture_lr: float = 0.1  # Adam step size of the mixture logits m
+    mixture_gap: float = 0.1  # initial lead of m on the candidate nearest the initial size
     val_batch: int = 128
     interval: int = 1  # decisions between batch-size choices
     injection_scale: float = 0.01  # initial scale of W (0 would block the gradient to s)
 
     def __post_init__(self) -> None:
         if self.candidates < 2 or self.hidden < 1 or self.interval < 1 or self.val_batch < 2:
-            raise ValueError("need candidates >= 2, hidden >= 1, interval >= 1, val_batch >= 2")
-        if self.meta_lr <= 0:
-            raise ValueError("meta_lr must be positive")
+            raise ValueError(
+                "need candidates >= 2, hidden >= 1, interval >= 1, val_batch >= 2; got "
+                f"candidates={self.candidates}, hidden={self.hidden}, "
+                f"interval={self.interval}, val_batch={self.val_batch}"
+            )
+        if self.meta_lr <= 0 or self.mixture_lr <= 0:
+            raise ValueError(
+                f"meta_lr and mixture_lr must be positive; got meta_lr={self.meta_lr}, "
+                f"mixture_lr={self.mixture_lr}"
+            )
+        if self.mixture_gap < 0:
+            raise ValueError(f"mixture_gap must be >= 0; got {self.mixture_gap}")
 
 
 class ProposalNetwork(nn.Module):
@@ -131,14 +146,18 @@ class ArbiterAgent:
         # the mixture starts on the candidate nearest the instance's initial batch size
         nearest = int(torch.argmin((offsets - logit_of_batch(self._initial, s_min, s_max)).abs()))
         self.mixture = torch.zeros(c.candidates, device=view.device)
-        self.mixture[nearest] = 2.0
+        self.mixture[nearest] = c.mixture_gap
         self.mixture.requires_grad_(True)
         self.injection = (torch.randn(features, generator=generator) * c.injection_scale).to(
             view.device
         )
         self.injection.requires_grad_(True)
         self.optimizer = torch.optim.Adam(
-            [*self.proposer.parameters(), self.mixture, self.injection], lr=c.meta_lr
+            [
+                {"params": [*self.proposer.parameters(), self.injection]},
+                {"params": [self.mixture], "lr": c.mixture_lr},
+            ],
+            lr=c.meta_lr,
         )
 
     def act(self, observations: Observations, infos: Infos) -> Actions:
@@ -147,8 +166,10 @@ class ArbiterAgent:
                 f"{self.name} is privileged: call attach(env.privileged_view()) after reset "
                 "(ganno_bench.evaluate does)"
             )
-        meta_loss = self._meta_step() if self._pending_s is not None else None
-        if self._t % self.settings.interval == 0:
+        choosing = self._t % self.settings.interval == 0
+        # the meta-step of the previous choice, once its whole interval has been trained
+        meta_loss = self._meta_step() if choosing and self._pending_s is not None else None
+        if choosing:
             candidates, alpha, s = self._propose()
             self._pending_s = s
             self._batch = batch_from_logit(candidates[int(torch.argmax(alpha))], *self._bounds)
@@ -158,6 +179,7 @@ class ArbiterAgent:
                     "batch_size": self._batch,
                     "alpha": alpha.detach().cpu().tolist(),
                     "candidates": [batch_from_logit(v, *self._bounds) for v in candidates.detach()],
+                    "candidate_logits": candidates.detach().cpu().tolist(),
                     "meta_loss": meta_loss,
                 }
             )
@@ -200,7 +222,8 @@ class ArbiterAgent:
 
     def _meta_step(self) -> float:
         """One Adam step of the agent's parameters on the meta-objective of the pending
-        ``s`` (chosen one decision ago; the inner network has since taken its step)."""
+        ``s`` (chosen ``interval`` decisions ago; the inner network has since trained
+        them all at its batch size)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.meta_loss(self._pending_s)
         parameters = [*self.proposer.parameters(), self.mixture, self.injection]

@@ -18,6 +18,16 @@ EASY = "ganno/BatchSize-MLP-Easy-v0"
 TINY = {"decisions": 4, "samples_per_decision": 256}
 
 
+def test_the_reparameterisation_is_the_papers_unclamped_map_inside_the_range():
+    # floor((s_max - s_min) * sigmoid(s) + s_min), by hand: sigmoid(1) = 0.7310586,
+    # sigmoid(-2) = 0.1192029, sigmoid(3) = 0.9525741, sigmoid(0.5) = 0.6224593
+    assert batch_from_logit(1.0, 8, 512) == 376  # floor(504 * 0.7310586 + 8) = floor(376.45)
+    assert batch_from_logit(-2.0, 8, 512) == 68  # floor(60.08 + 8)
+    assert batch_from_logit(3.0, 8, 512) == 488  # floor(480.10 + 8)
+    assert batch_from_logit(0.5, 16, 256) == 165  # floor(240 * 0.6224593 + 16) = 165.39
+    assert batch_from_logit(torch.tensor(1.0), 8, 512) == 376
+
+
 def test_the_reparameterisation_maps_any_logit_into_the_bounds():
     assert batch_from_logit(-1e9, 8, 512) == 8
     assert batch_from_logit(1e9, 8, 512) == 512
@@ -72,6 +82,9 @@ def test_chosen_batch_sizes_stay_in_bounds(meta_lr):
     assert len(batches) == 6 and all(8 <= b <= 512 for b in batches)
     for entry in agent.history:
         assert all(8 <= c <= 512 for c in entry["candidates"])
+        chosen = entry["candidate_logits"][int(np.argmax(entry["alpha"]))]
+        unclamped = math.floor(504 / (1 + math.exp(-chosen)) + 8)  # no clamping in the test
+        assert entry["batch_size"] == unclamped
         assert entry["batch_size"] == entry["candidates"][int(np.argmax(entry["alpha"]))]
         assert sum(entry["alpha"]) == pytest.approx(1.0)
 
@@ -84,13 +97,87 @@ def test_interval_holds_the_batch_size_between_choices():
     assert [h["decision"] for h in agent.history] == [0, 2]
 
 
+def test_interval_meta_step_comes_when_the_interval_is_over():
+    """With interval 2 the choice made at decision 0 is trained for decisions 0 and 1; its
+    meta-step runs at decision 2, at the weights after both, not one decision early."""
+    env, agent, obs, infos = _attached_agent(ArbiterConfig(interval=2))
+    weights_at_meta_loss = []
+    meta_loss = agent.meta_loss
+
+    def spy(s):
+        weights_at_meta_loss.append(env.trainer.final_weights())
+        return meta_loss(s)
+
+    agent.meta_loss = spy
+    initial = [p.detach().clone() for p in agent.optimizer.param_groups[0]["params"]]
+    initial.append(agent.mixture.detach().clone())
+    parameters = [*agent.optimizer.param_groups[0]["params"], agent.mixture]
+    for _ in range(2):  # decisions 0 and 1: no meta-step yet
+        obs, _, _, _, infos = env.step(agent.act(obs, infos))
+        assert weights_at_meta_loss == []
+        assert all(torch.equal(b, p.detach()) for b, p in zip(initial, parameters, strict=True))
+    after_interval = env.trainer.final_weights()
+    env.step(agent.act(obs, infos))  # decision 2: meta-step of the first choice, then a new one
+    assert len(weights_at_meta_loss) == 1
+    assert torch.equal(weights_at_meta_loss[0], after_interval)
+    assert all(not torch.equal(b, p.detach()) for b, p in zip(initial, parameters, strict=True))
+    assert [h["decision"] for h in agent.history] == [0, 2]
+    assert agent.history[0]["meta_loss"] is None and agent.history[1]["meta_loss"] > 0
+
+
+def test_the_meta_loss_is_taken_at_the_post_step_weights():
+    env, agent, obs, infos = _attached_agent()
+    env.step(agent.act(obs, infos))
+    s = agent._pending_s
+    state = agent._view._generator.get_state()  # the same validation minibatch twice
+    before = float(agent.meta_loss(s).detach())
+    assert before == pytest.approx(_plain_val_loss(agent, state), rel=0.05)
+    env.step({"controller": np.array([64.0], dtype=np.float32)})  # the inner weights move
+    agent._view._generator.set_state(state)
+    after = float(agent.meta_loss(s).detach())
+    assert after != before
+    assert after == pytest.approx(_plain_val_loss(agent, state), rel=0.05)
+
+
+def _plain_val_loss(agent, state) -> float:
+    """The inner network's validation loss now, on the minibatch the state draws."""
+    agent._view._generator.set_state(state)
+    x, y = agent._view.minibatch("val", agent.settings.val_batch)
+    agent._view._generator.set_state(state)
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(agent._view.network(x), y))
+
+
+def test_the_chosen_candidate_can_change_within_an_episode():
+    """The mixture logits learn fast enough (their own rate, a small initial lead) for
+    argmax(alpha), hence the chosen candidate, to move within one short episode."""
+    agent = load_agent("arbiter")
+    run_episode(
+        agent, EASY, "test", 1, seed=0, overrides={"decisions": 6, "samples_per_decision": 256}
+    )
+    chosen = [int(np.argmax(h["alpha"])) for h in agent.history]
+    assert len(set(chosen)) > 1, chosen
+    assert agent.optimizer.param_groups[1]["params"] == [agent.mixture]
+    assert (
+        agent.optimizer.param_groups[1]["lr"] == agent.settings.mixture_lr > agent.settings.meta_lr
+    )
+
+
+def test_config_errors_show_the_received_values():
+    with pytest.raises(ValueError, match="candidates=1"):
+        ArbiterConfig(candidates=1)
+    with pytest.raises(ValueError, match="mixture_lr=0"):
+        ArbiterConfig(mixture_lr=0)
+
+
 def test_episodes_are_reproducible():
     def play():
-        agent = load_agent("arbiter")
-        return run_episode(agent, EASY, "test", 2, seed=3, overrides=TINY)
+        agent = load_agent("arbiter")  # absolute mode: the batch size itself
+        return run_episode(agent, EASY, "test", 2, seed=3, overrides=TINY), agent.history
 
-    a, b = play(), play()
+    (a, history_a), (b, history_b) = play(), play()
     assert a["curves"] == b["curves"] and a["final_test_loss"] == b["final_test_loss"]
+    assert history_a == history_b  # candidates, mixture weights and meta-losses too
 
 
 def test_privileged_access_is_explicit_and_recorded_in_the_card():

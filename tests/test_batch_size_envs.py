@@ -245,16 +245,23 @@ def test_cosine_schedule_is_fixed_per_id():
     assert infos["controller"]["log10_lr"] == pytest.approx(math.log10(rates[-1]), abs=1e-6)
 
 
-def _random_policy(seed: int):
+def _random_policy(seed: int, action_mode: str = "factor"):
     rng = np.random.default_rng(seed)
+    if action_mode == "absolute":
+        return lambda obs, infos: {"controller": np.array([rng.uniform(1, 600)], np.float32)}
     return lambda obs, infos: {"controller": int(rng.integers(3))}
 
 
-@pytest.mark.parametrize("env_id", [EASY, "ganno/BatchSize-CNN-Hard-v0"])
-def test_same_seed_same_episode_bitwise(env_id):
+@pytest.mark.parametrize(
+    ("env_id", "action_mode"),
+    [(EASY, "factor"), (EASY, "absolute"), ("ganno/BatchSize-CNN-Hard-v0", "factor")],
+)
+def test_same_seed_same_episode_bitwise(env_id, action_mode):
     def episode():
-        env = ganno_bench.make(env_id, decisions=4, samples_per_decision=200)
-        trace = run_episode(env, _random_policy(0), seed=11)
+        env = ganno_bench.make(
+            env_id, action_mode=action_mode, decisions=4, samples_per_decision=200
+        )
+        trace = run_episode(env, _random_policy(0, action_mode), seed=11)
         return trace, env.trainer.final_weights()
 
     (a, weights_a), (b, weights_b) = episode(), episode()
