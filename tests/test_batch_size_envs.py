@@ -176,6 +176,10 @@ def test_absolute_actions_are_rounded_and_clipped():
         ("absolute", [1.0, 2.0], "finite batch size"),
         ("absolute", "big", "finite batch size"),
         ("absolute", None, "finite batch size"),
+        ("absolute", "128", "finite batch size"),  # a numeric string is still a string
+        ("absolute", np.array(["64"]), "finite batch size"),
+        ("absolute", True, "finite batch size"),  # booleans are not batch sizes
+        ("absolute", np.array([False]), "finite batch size"),
     ],
 )
 def test_invalid_actions_raise_clear_errors(mode, action, message):
@@ -185,6 +189,39 @@ def test_invalid_actions_raise_clear_errors(mode, action, message):
         env.step({"controller": action})
     with pytest.raises(ValueError, match="exactly one action"):
         env.step({"layer_0": 1})
+
+
+def test_both_tracks_share_action_checks_reward_and_divergence():
+    from ganno_bench.envs import batch_size, common, layer_lr
+
+    for module in (batch_size, layer_lr):
+        assert module.decision_outcome is common.decision_outcome
+        assert module.factor_index is common.factor_index
+        assert module.is_numeric is common.is_numeric
+        assert module.check_env_options is common.check_env_options
+    for env_class in (batch_size.BatchSizeEnv, layer_lr.LayerLREnv):
+        assert not hasattr(env_class, "_factor_index")
+    assert not hasattr(layer_lr, "_is_numeric")
+    assert [common.is_numeric(v) for v in (3, 2.5, np.float32(1), [1, 2])] == [True] * 4
+    assert not any(common.is_numeric(v) for v in ("3", True, np.array([True]), None, {}))
+
+
+def test_the_shared_decision_outcome_rewards_and_flags_divergence():
+    from ganno_bench.envs.common import decision_outcome
+
+    env = ganno_bench.make(EASY, **TINY)
+    env.reset(seed=0)
+    stats = env.trainer.train_batches([32])
+    val_loss, _ = env.trainer.evaluate("val")
+    outcome = decision_outcome(
+        env.trainer, env.task, stats, prev_val_loss=2.0, initial_val_loss=2.0
+    )
+    assert outcome.val_loss == val_loss and not outcome.diverged
+    assert outcome.reward == math.log(2.0) - math.log(val_loss)
+    tiny_start = decision_outcome(
+        env.trainer, env.task, stats, prev_val_loss=2.0, initial_val_loss=1e-6
+    )
+    assert tiny_start.diverged and tiny_start.reward == -env.task.divergence_penalty
 
 
 def test_bad_options_name_the_choices():

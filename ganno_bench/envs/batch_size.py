@@ -43,9 +43,17 @@ from ganno_bench.envs.batch_observation import (
     build_batch_observation,
     named_batch,
 )
-from ganno_bench.envs.common import build_trainer, choose_instance, final_scores
+from ganno_bench.envs.common import (
+    build_trainer,
+    check_env_options,
+    choose_instance,
+    decision_outcome,
+    factor_index,
+    final_scores,
+    is_numeric,
+)
 from ganno_bench.envs.privileged import PrivilegedView
-from ganno_bench.instances import SPLITS, Instance
+from ganno_bench.instances import Instance
 from ganno_bench.noise_scale import NoiseEstimate, estimate_noise
 
 BATCH_ACTION_MODES = ("factor", "absolute")
@@ -71,17 +79,9 @@ class BatchSizeEnv(ParallelEnv):
         device: str = "cpu",
         render_mode: str | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        if action_mode not in BATCH_ACTION_MODES:
-            raise ValueError(
-                f"unknown action_mode {action_mode!r}; choose one of {BATCH_ACTION_MODES}"
-            )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; supported: "
-                f"{self.metadata['render_modes']} or None"
-            )
+        check_env_options(
+            split, action_mode, BATCH_ACTION_MODES, render_mode, self.metadata["render_modes"]
+        )
         self.task = task
         self.split = split
         self.action_mode = action_mode
@@ -150,17 +150,15 @@ class BatchSizeEnv(ParallelEnv):
         self._t += 1
 
         prev_val_loss = self._val_loss
-        if stats.finite:
-            self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
-        else:
-            self._val_loss, self._val_accuracy = math.inf, 0.0
-        limit = self.task.divergence_factor * self._initial_val_loss
-        diverged = not (self._val_loss <= limit and stats.train_loss <= limit)
-        reward = (
-            -self.task.divergence_penalty
-            if diverged
-            else math.log(prev_val_loss) - math.log(self._val_loss)
+        outcome = decision_outcome(
+            self.trainer,
+            self.task,
+            stats,
+            prev_val_loss=prev_val_loss,
+            initial_val_loss=self._initial_val_loss,
         )
+        self._val_loss, self._val_accuracy = outcome.val_loss, outcome.val_accuracy
+        diverged, reward = outcome.diverged, outcome.reward
         done = diverged or self._t >= self.task.decisions
 
         probe = None if diverged else self._probe()
@@ -251,35 +249,18 @@ class BatchSizeEnv(ParallelEnv):
         value = actions[CONTROLLER]
         lo, hi = self.task.batch_bounds
         if self.action_mode == "factor":
-            size = self.batch_size * self._factors[self._factor_index(value)]
+            size = self.batch_size * self._factors[factor_index(CONTROLLER, value, self._factors)]
         else:
             size = self._absolute_value(value)
         return int(np.clip(round(size), lo, hi))
 
-    def _factor_index(self, value: Any) -> int:
-        arr = np.asarray(value)
-        if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
-                f"invalid action for {CONTROLLER}: {value!r}; factor mode takes an integer "
-                f"index 0..{len(self._factors) - 1} into factors {tuple(self._factors)}"
-            )
-        index = int(arr.reshape(()))
-        if not 0 <= index < len(self._factors):
-            raise ValueError(
-                f"invalid action for {CONTROLLER}: index {index} is outside "
-                f"0..{len(self._factors) - 1} (factors {tuple(self._factors)})"
-            )
-        return index
-
     def _absolute_value(self, value: Any) -> float:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            arr = None
+        arr = np.asarray(value, dtype=np.float64) if is_numeric(value) else None
         if arr is None or arr.size != 1 or not math.isfinite(float(arr.reshape(()))):
             raise ValueError(
                 f"invalid action for {CONTROLLER}: {value!r}; absolute mode takes one finite "
-                f"batch size (clipped to {self.task.batch_bounds})"
+                f"batch size, an int or float (clipped to {self.task.batch_bounds}); strings "
+                "and booleans are refused"
             )
         return float(arr.reshape(()))
 

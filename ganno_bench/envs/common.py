@@ -1,16 +1,94 @@
-"""What the suite's envs share: building the engine for a task, choosing the episode's
-instance, and the final scores. One implementation, so every track resets and scores alike."""
+"""What the suite's envs share: checking the constructor's options, building the engine
+for a task, choosing the episode's instance, validating factor actions, the per-decision
+reward and divergence test, and the final scores. One implementation, so every track
+resets, rewards and scores alike."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ganno_bench.engine import TorchTrainer
-from ganno_bench.instances import Instance, frozen_instance
+from ganno_bench.engine import DecisionStats, TorchTrainer
+from ganno_bench.instances import SPLITS, Instance, frozen_instance
 from ganno_bench.task import TaskSpec
+
+
+def check_env_options(
+    split: str,
+    action_mode: str,
+    action_modes: Sequence[str],
+    render_mode: str | None,
+    render_modes: Sequence[str],
+) -> None:
+    """Refuse an unknown split, action mode or render mode, naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if action_mode not in action_modes:
+        raise ValueError(f"unknown action_mode {action_mode!r}; choose one of {action_modes}")
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"unknown render_mode {render_mode!r}; supported: {render_modes} or None")
+
+
+def is_numeric(value: Any) -> bool:
+    """Whether ``value`` is an integer or float number or array (not bool, str, None...)."""
+    try:
+        return np.asarray(value).dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        return False
+
+
+def factor_index(agent: str, value: Any, factors: np.ndarray) -> int:
+    """A factor-mode action: one integer index into ``factors`` (else ``ValueError``)."""
+    arr = np.asarray(value)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"invalid action for {agent}: {value!r}; factor mode takes an integer "
+            f"index 0..{len(factors) - 1} into factors {tuple(factors)}"
+        )
+    index = int(arr.reshape(()))
+    if not 0 <= index < len(factors):
+        raise ValueError(
+            f"invalid action for {agent}: index {index} is outside "
+            f"0..{len(factors) - 1} (factors {tuple(factors)})"
+        )
+    return index
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """The validation loss and accuracy after a decision, whether it diverged, and its
+    reward."""
+
+    val_loss: float
+    val_accuracy: float
+    diverged: bool
+    reward: float
+
+
+def decision_outcome(
+    trainer: TorchTrainer,
+    task: TaskSpec,
+    stats: DecisionStats,
+    *,
+    prev_val_loss: float,
+    initial_val_loss: float,
+) -> DecisionOutcome:
+    """Evaluate after a decision; reward the decrease of log validation loss, or
+    ``-divergence_penalty`` on divergence: the validation loss or the window's train loss
+    not finite or above ``divergence_factor`` x the initial validation loss."""
+    if stats.finite:
+        val_loss, val_accuracy = trainer.evaluate("val")
+    else:
+        val_loss, val_accuracy = math.inf, 0.0
+    limit = task.divergence_factor * initial_val_loss
+    diverged = not (val_loss <= limit and stats.train_loss <= limit)
+    reward = -task.divergence_penalty if diverged else math.log(prev_val_loss) - math.log(val_loss)
+    return DecisionOutcome(val_loss, val_accuracy, diverged, reward)
 
 
 def build_trainer(task: TaskSpec, device: str) -> tuple[TorchTrainer, int]:

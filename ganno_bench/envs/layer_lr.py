@@ -25,9 +25,17 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from ganno_bench.envs.common import build_trainer, choose_instance, final_scores
+from ganno_bench.envs.common import (
+    build_trainer,
+    check_env_options,
+    choose_instance,
+    decision_outcome,
+    factor_index,
+    final_scores,
+    is_numeric,
+)
 from ganno_bench.envs.observation import FEATURE_NAMES, build_observations, named, observation_space
-from ganno_bench.instances import SPLITS, Instance
+from ganno_bench.instances import Instance
 from ganno_bench.task import TaskSpec
 
 ACTION_MODES = ("factor", "log_lr")
@@ -51,15 +59,9 @@ class LayerLREnv(ParallelEnv):
         device: str = "cpu",
         render_mode: str | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        if action_mode not in ACTION_MODES:
-            raise ValueError(f"unknown action_mode {action_mode!r}; choose one of {ACTION_MODES}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; supported: "
-                f"{self.metadata['render_modes']} or None"
-            )
+        check_env_options(
+            split, action_mode, ACTION_MODES, render_mode, self.metadata["render_modes"]
+        )
         self.task = task
         self.split = split
         self.action_mode = action_mode
@@ -135,19 +137,17 @@ class LayerLREnv(ParallelEnv):
         self._t += 1
 
         prev_val_loss = self._val_loss
-        if stats.finite:
-            self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
-        else:
-            self._val_loss, self._val_accuracy = math.inf, 0.0
         # Exploding: the validation loss or the window's train loss is not finite or
         # exceeds divergence_factor x the initial validation loss.
-        limit = self.task.divergence_factor * self._initial_val_loss
-        diverged = not (self._val_loss <= limit and stats.train_loss <= limit)
-        reward = (
-            -self.task.divergence_penalty
-            if diverged
-            else math.log(prev_val_loss) - math.log(self._val_loss)
+        outcome = decision_outcome(
+            self.trainer,
+            self.task,
+            stats,
+            prev_val_loss=prev_val_loss,
+            initial_val_loss=self._initial_val_loss,
         )
+        self._val_loss, self._val_accuracy = outcome.val_loss, outcome.val_accuracy
+        diverged, reward = outcome.diverged, outcome.reward
         done = diverged or self._t >= self.task.decisions
 
         obs = build_observations(
@@ -186,28 +186,13 @@ class LayerLREnv(ParallelEnv):
         for i, agent in enumerate(self.possible_agents):
             value = actions[agent]
             if self.action_mode == "factor":
-                rates[i] = rates[i] * self._factors[self._factor_index(agent, value)]
+                rates[i] = rates[i] * self._factors[factor_index(agent, value, self._factors)]
             else:
                 rates[i] = 10.0 ** self._log_lr_value(agent, value)
         return np.clip(rates, *self.task.lr_bounds)
 
-    def _factor_index(self, agent: str, value: Any) -> int:
-        arr = np.asarray(value)
-        if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
-                f"invalid action for {agent}: {value!r}; factor mode takes an integer "
-                f"index 0..{len(self._factors) - 1} into factors {tuple(self._factors)}"
-            )
-        index = int(arr.reshape(()))
-        if not 0 <= index < len(self._factors):
-            raise ValueError(
-                f"invalid action for {agent}: index {index} is outside "
-                f"0..{len(self._factors) - 1} (factors {tuple(self._factors)})"
-            )
-        return index
-
     def _log_lr_value(self, agent: str, value: Any) -> float:
-        arr = np.asarray(value, dtype=np.float64) if _is_numeric(value) else None
+        arr = np.asarray(value, dtype=np.float64) if is_numeric(value) else None
         if arr is None or arr.size != 1:
             raise ValueError(
                 f"invalid action for {agent}: {value!r}; log_lr mode takes one "
@@ -304,10 +289,3 @@ _EPISODE_STATE = (
     "_val_accuracy",
     "_initial_val_loss",
 )
-
-
-def _is_numeric(value: Any) -> bool:
-    try:
-        return np.asarray(value).dtype.kind in "iuf"
-    except (TypeError, ValueError):
-        return False
