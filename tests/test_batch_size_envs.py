@@ -3,6 +3,7 @@ actions, the noise-scale estimator, and registration alongside the LR suite."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium
@@ -17,6 +18,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import ganno_bench
 from ganno_bench.batch_task import BatchSizeTaskSpec, update_sizes
 from ganno_bench.envs import BatchSizeEnv, CentralisedBatchSizeEnv
+from ganno_bench.envs.batch_observation import BATCH_FEATURE_NAMES
 from ganno_bench.evaluation import resolve_ids
 from ganno_bench.noise_scale import NoiseScaleEMA, estimate_noise, noise_scale
 
@@ -325,6 +327,37 @@ def test_observations_are_named_finite_and_scale_free():
         if not env.agents:
             break
         obs, _, _, _, infos = env.step({"controller": 2})
+
+
+def test_overflowing_norms_take_the_ceiling_and_zero_ones_the_floor():
+    from ganno_bench.envs.batch_observation import HIGH, LOW, BatchState, build_batch_observation
+
+    def features(**changes):
+        state = BatchState(
+            lr=0.1,
+            batch_size=32,
+            batch_bounds=(8, 512),
+            noise=estimate_noise(8, 2.0, 64, 1.0),
+            big_sq_norm=1.0,
+            small_sq_norm=2.0,
+            grad_cosine=0.0,
+            update_ratio=0.01,
+            train_loss=1.0,
+            val_loss=1.0,
+            prev_val_loss=1.0,
+            val_accuracy=0.5,
+            progress=0.5,
+        )
+        for key, value in changes.items():
+            state = dataclasses.replace(state, **{key: value})
+        return dict(zip(BATCH_FEATURE_NAMES, build_batch_observation(state, 10), strict=True))
+
+    index = {name: i for i, name in enumerate(BATCH_FEATURE_NAMES)}
+    grad, update = index["log10_grad_norm"], index["log10_update_ratio"]
+    assert features(big_sq_norm=math.inf)["log10_grad_norm"] == HIGH[grad]
+    assert features(update_ratio=math.inf)["log10_update_ratio"] == HIGH[update]
+    assert features(big_sq_norm=0.0)["log10_grad_norm"] == LOW[grad]
+    assert features(update_ratio=0.0)["log10_update_ratio"] == LOW[update]
 
 
 def test_probing_the_gradient_noise_leaves_weights_and_data_stream_alone():

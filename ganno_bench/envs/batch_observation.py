@@ -85,6 +85,10 @@ class BatchState:
 
 
 def _log(value: float, base: float) -> float:
+    """The log; +inf for +inf (overflow: the builder puts it at the ceiling), -inf for zero,
+    negatives and NaN (the floor)."""
+    if value == math.inf:
+        return math.inf
     return math.log(value, base) if math.isfinite(value) and value > 0 else -math.inf
 
 
