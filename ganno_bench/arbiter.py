@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganno_bench.agents import Actions, Infos, Observations
+from ganno_bench.batch_task import require_batch_task
 from ganno_bench.envs.privileged import PrivilegedView
 from ganno_bench.instances import Instance
 from ganno_bench.task import TaskSpec
@@ -120,8 +121,7 @@ class ArbiterAgent:
 
     # -- episode ----------------------------------------------------------------
     def reset(self, task: TaskSpec, instance: Instance, agents: Sequence[str], seed: int) -> None:
-        if not hasattr(task, "batch_bounds"):
-            raise ValueError(f"{self.name} controls a batch size; {task.id} is not a batch-size id")
+        require_batch_task(self.name, task)
         self._bounds = tuple(int(b) for b in task.batch_bounds)
         self._initial = int(np.clip(instance.batch_size, *self._bounds))
         self._seed = seed

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ganno_bench.agents import Actions, Infos, Observations
+from ganno_bench.batch_task import require_batch_task
 from ganno_bench.instances import Instance
 from ganno_bench.noise_scale import NoiseEstimate, NoiseScaleEMA
 from ganno_bench.scripted import resolve_settings
@@ -64,8 +65,7 @@ class BatchRuleAgent:
         return {"batch_rule": self.rule, **self.settings}
 
     def reset(self, task: TaskSpec, instance: Instance, agents: Sequence[str], seed: int) -> None:
-        if not hasattr(task, "batch_bounds"):
-            raise ValueError(f"{self.name} controls a batch size; {task.id} is not a batch-size id")
+        require_batch_task(self.name, task)
         self._bounds = tuple(task.batch_bounds)
         self._s = {**DEFAULTS[self.rule], **resolve_settings(self.settings, task.decisions, 1.0)}
         self._initial = self._clip(instance.batch_size)

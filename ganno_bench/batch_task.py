@@ -43,12 +43,13 @@ class BatchSizeTaskSpec(TaskSpec):
     ``B`` runs ``samples_per_decision // B`` updates of ``B`` samples and, if that leaves a
     remainder, one more update on it, or, when the remainder is below ``batch_bounds[0]``,
     it joins the last update (see :func:`update_sizes`), so the budget is met exactly
-    whatever the agent chooses and no update has fewer than ``batch_bounds[0]`` samples. Batch sizes are clipped to ``batch_bounds``; factor mode multiplies the
-    current size by one of ``factors`` (halve, keep, double). The learning rate follows
-    ``lr_schedule`` over the decisions: ``constant`` (the instance's rate) or ``cosine``
-    (from it down to ``lr_final_factor`` times it). ``probe_batch`` x ``probe_chunks``
-    samples per decision measure the gradient noise (not counted in the budget: they never
-    update the weights). ``inner_steps`` is unused here.
+    whatever the agent chooses and no update has fewer than ``batch_bounds[0]`` samples.
+    Batch sizes are clipped to ``batch_bounds``; factor mode multiplies the current size by
+    one of ``factors`` (halve, keep, double). The learning rate follows ``lr_schedule`` over
+    the decisions: ``constant`` (the instance's rate) or ``cosine`` (from it down to
+    ``lr_final_factor`` times it). ``probe_batch`` x ``probe_chunks`` samples per decision,
+    drawn with replacement, measure the gradient noise (not counted in the budget: they
+    never update the weights). ``inner_steps`` is unused here (result cards omit it).
     """
 
     inner_steps: int = 1
@@ -105,6 +106,15 @@ class BatchSizeTaskSpec(TaskSpec):
         if "batch_bounds" in overrides:
             overrides["batch_bounds"] = tuple(int(b) for b in overrides["batch_bounds"])
         return super().with_overrides(**overrides)
+
+
+def require_batch_task(agent_name: str, task: TaskSpec) -> None:
+    """Refuse a task without a batch size to set (an LR-track id), naming the fix."""
+    if not hasattr(task, "batch_bounds"):
+        raise ValueError(
+            f"{agent_name} controls a batch size; {task.id} is not a batch-size id: use a "
+            "ganno/BatchSize-* id (suite `batch-size`)"
+        )
 
 
 def update_sizes(samples: int, batch_size: int, smallest: int = 1) -> list[int]:

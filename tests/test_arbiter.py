@@ -195,6 +195,9 @@ def test_privileged_access_is_explicit_and_recorded_in_the_card():
         fresh.act(obs, infos)
     with pytest.raises(ValueError, match="absolute"):  # LR envs have no batch size to set
         run_episode(load_agent("arbiter"), "ganno/LayerLR-MLP-Easy-v0", "test", 0, seed=0)
+    agent, lr_task = load_agent("arbiter"), ganno_bench.spec("ganno/LayerLR-MLP-Easy-v0")
+    with pytest.raises(ValueError, match=r"use a ganno/BatchSize-\* id \(suite `batch-size`\)"):
+        agent.reset(lr_task, lr_task.frozen_instances("test")[0], ["layer_0"], seed=0)
 
 
 def test_envs_without_a_privileged_view_refuse_privileged_agents():

@@ -94,7 +94,7 @@ def test_rules_refuse_unknown_rules_settings_and_lr_tasks():
     with pytest.raises(ValueError, match="unknown settings"):
         BatchRuleAgent("x", "step", {"gamma": 0.5})
     lr_task = ganno_bench.spec("ganno/LayerLR-MLP-Easy-v0")
-    with pytest.raises(ValueError, match="not a batch-size id"):
+    with pytest.raises(ValueError, match=r"not a batch-size id: use a ganno/BatchSize-\* id"):
         BatchRuleAgent("x", "constant").reset(lr_task, instance(32), ["layer_0"], 0)
 
 

@@ -231,6 +231,10 @@ def test_bad_options_name_the_choices():
         ganno_bench.make(EASY, action_mode="log_lr")
     with pytest.raises(TypeError, match="samples_per_decision"):
         ganno_bench.make(EASY, inner_steps=3)  # the budget is in samples here
+    with pytest.raises(ValueError, match="lower the `probe_batch` or `probe_chunks` override"):
+        ganno_bench.make(EASY, probe_batch=200, probe_chunks=8)  # 1,600 > the train part
+    with pytest.raises(ValueError, match="lower the `batch_bounds` override"):
+        ganno_bench.make(EASY, batch_bounds=(8, 4096))
     with pytest.raises(ValueError, match=r"outside 8\.\.64"):
         ganno_bench.make(EASY, batch_bounds=(8, 64))  # initial batch sizes up to 128
 

@@ -87,6 +87,7 @@ class BatchSizeEnv(ParallelEnv):
         self.action_mode = action_mode
         self.render_mode = render_mode
         self.trainer, self.num_classes = build_trainer(task, device)
+        _check_fits_the_train_part(task, len(self.trainer.data_part("train")[1]))
         self.possible_agents = [CONTROLLER]
         self.agents: list[str] = []
 
@@ -317,3 +318,22 @@ class BatchSizeEnv(ParallelEnv):
     @property
     def feature_names(self) -> tuple[str, ...]:
         return BATCH_FEATURE_NAMES
+
+
+def _check_fits_the_train_part(task: BatchSizeTaskSpec, n_train: int) -> None:
+    """The probe and the largest update must fit in the train part (``n_train`` samples)."""
+    lo, hi = task.batch_bounds
+    problems = []
+    if task.probe_batch * task.probe_chunks > n_train:
+        problems.append(
+            f"probe_batch x probe_chunks = {task.probe_batch} x {task.probe_chunks} exceeds "
+            f"the {n_train} train samples: lower the `probe_batch` or `probe_chunks` override"
+        )
+    if hi + lo - 1 > n_train:  # an update may hold B + a remainder below lo
+        problems.append(
+            f"batch_bounds {task.batch_bounds} allow updates of up to {hi + lo - 1} samples "
+            f"(batch_bounds[1] + batch_bounds[0] - 1) but the train part has {n_train}: "
+            "lower the `batch_bounds` override"
+        )
+    if problems:
+        raise ValueError(f"task {task.id!r}: " + "; ".join(problems))
