@@ -156,11 +156,13 @@ def _run_header(
             "instances": chosen,
             "instances_sha256": digest,
             "decisions": task.decisions,
-            "inner_steps": task.inner_steps,
-            "overrides": dict(overrides),
         }
         if hasattr(task, "samples_per_decision"):  # batch-size ids count samples, not steps
+            envs[env_id]["overrides"] = dict(overrides)
             envs[env_id]["samples_per_decision"] = task.samples_per_decision
+        else:  # the LR track's header, key order included, as before
+            envs[env_id]["inner_steps"] = task.inner_steps
+            envs[env_id]["overrides"] = dict(overrides)
     described = {"name": agent.name, "action_mode": agent.action_mode, "config": agent.config()}
     for key in ("compute_multiple", "privileged"):  # outer-loop and white-box agents say so
         if hasattr(agent, key):

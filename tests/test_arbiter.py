@@ -11,6 +11,7 @@ import torch
 
 import ganno_bench
 from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig, batch_from_logit
+from ganno_bench.cards import CardError, validate_card
 from ganno_bench.evaluation import run_episode
 from ganno_bench.zoo import load_agent
 
@@ -187,6 +188,13 @@ def test_privileged_access_is_explicit_and_recorded_in_the_card():
         agent, [EASY], "test", seeds=[0], instances=[0], overrides=TINY, progress=False
     )
     assert card["agent"]["privileged"] is True
+    validate_card(card)  # batch-size ids record their samples, not the unused inner steps
+    assert "inner_steps" not in card["envs"][EASY]
+    assert card["envs"][EASY]["samples_per_decision"] == TINY["samples_per_decision"]
+    lr_header = dict(card["envs"][EASY])
+    del lr_header["samples_per_decision"]
+    with pytest.raises(CardError, match=r"inner_steps|samples_per_decision"):
+        validate_card({**card, "envs": {EASY: lr_header}})
     with pytest.raises(RuntimeError, match="privileged"):  # no view attached
         fresh = load_agent("arbiter")
         env = ganno_bench.make(EASY, action_mode="absolute", **TINY)
