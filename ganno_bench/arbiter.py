@@ -143,7 +143,7 @@ class ArbiterAgent:
         with torch.random.fork_rng(devices=[]):  # keep the user's global RNG untouched
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
             self.proposer = ProposalNetwork(features, c, offsets).to(view.device)
-        # the mixture starts on the candidate nearest the instance's initial batch size
+        # a small lead (mixture_gap) for the candidate nearest the initial batch size
         nearest = int(torch.argmin((offsets - logit_of_batch(self._initial, s_min, s_max)).abs()))
         self.mixture = torch.zeros(c.candidates, device=view.device)
         self.mixture[nearest] = c.mixture_gap
