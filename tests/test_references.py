@@ -226,3 +226,35 @@ def test_references_for_other_instances_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr("ganno_bench.references.references_path", lambda _: path)
     with pytest.raises(ValueError, match="other test instances"):
         load_references(env_id)
+
+
+def test_evaluate_scores_batch_size_episodes_once_references_exist(monkeypatch):
+    """With references for a batch-size id, `evaluate` fills its episodes' normalised
+    scores like the LR track's (and `rescore` agrees): bs-constant scores 0."""
+    from ganno_bench.references import rescore
+
+    env_id = "ganno/BatchSize-MLP-Easy-v0"
+    with single_threaded():
+        ref = instance_references(env_id, "test", 0)  # full budget, one instance
+    shipped = {"test": {0: ref}, "test-ood": {}}
+
+    def fake_load(i):
+        return shipped if i == env_id else None
+
+    monkeypatch.setattr("ganno_bench.evaluation.load_references", fake_load)
+    monkeypatch.setattr("ganno_bench.references.load_references", fake_load)
+    card = ganno_bench.evaluate(
+        load_agent("bs-constant"), ["batch-size"], "test", seeds=[0], instances=[0],
+        progress=False,
+    )  # fmt: skip
+    scored = {e["env_id"]: e["normalised_score"] for e in card["episodes"]}
+    assert scored.pop(env_id) == pytest.approx(0.0, abs=1e-9)
+    assert set(scored.values()) == {None}  # ids without references stay unscored
+    step = ganno_bench.evaluate(
+        load_agent("bs-step"), [env_id], "test", seeds=[0], instances=[0], progress=False
+    )
+    (episode,) = step["episodes"]
+    assert episode["normalised_score"] == pytest.approx(
+        normalised_score(episode["final_test_loss"], ref["default_loss"], ref["best_loss"])
+    )
+    assert rescore(step) == 0
