@@ -295,15 +295,18 @@ def test_ppo_trains_resumes_and_plays_a_batch_size_id(tmp_path, shipped):
 
     # the saved policy plays the batch-size id's test split, from the CLI as well
     out = tmp_path / "card.json"
-    argv = ["evaluate", "--agent", str(final), "--env", BS_EASY, "--split", "test"]
+    argv = ["evaluate", "--agent", str(final), "--env", "batch-size", "--split", "test"]
     argv += ["--seeds", "0", "--instances", "0", "1", "--decisions", "4"]
     assert main([*argv, "--samples-per-decision", "64", "--out", str(out), "--quiet"]) == 0
     card = json.loads(out.read_text())
     assert card["agent"]["config"]["algorithm"] == "PPO"
+    assert sorted(card["envs"]) == ganno_bench.list_envs("ganno/BatchSize-*")  # every id
+    assert len(card["episodes"]) == 2 * len(card["envs"])
     for episode in card["episodes"]:
         sizes = episode["curves"]["batch_size"]
         assert len(sizes) == 4 and all(8 <= b <= 512 for b in sizes)
-        initial = ganno_bench.spec(BS_EASY).frozen_instances("test")[episode["instance"]]
+        task = ganno_bench.spec(episode["env_id"])
+        initial = task.frozen_instances("test")[episode["instance"]]
         # factor mode: each decision halves, keeps or doubles the previous size (or clips)
         for before, after in zip([initial.batch_size, *sizes], sizes, strict=False):
             assert after in (before, max(before // 2, 8), min(before * 2, 512))
