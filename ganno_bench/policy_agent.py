@@ -156,6 +156,13 @@ class PolicyAgent:
 
     def reset(self, task: TaskSpec, instance: Instance, agents: Sequence[str], seed: int) -> None:
         track, trained_on = policy_track(self.model)
+        if track is None:
+            wanted = len(TRACK_FEATURES[track_of(task)])
+            raise ValueError(
+                f"the policy reads observations of shape {self.model.observation_space.shape}"
+                f", but {task.id}'s agents have {wanted} features: it was trained on another "
+                "suite version"
+            )
         if track != track_of(task):
             source = f"on {trained_on}" if trained_on else f"for the {track} track"
             raise ValueError(

@@ -333,3 +333,16 @@ def test_train_command_takes_a_batch_size_budget(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["env_id"] == BS_EASY
     assert run["overrides"] == {"decisions": 2, "samples_per_decision": 32}
+
+
+def test_a_policy_of_unknown_observation_shape_is_refused_clearly():
+    from types import SimpleNamespace
+
+    from gymnasium import spaces
+
+    fake = SimpleNamespace(
+        observation_space=spaces.Box(-1, 1, (7,)), action_space=spaces.Discrete(3)
+    )
+    task = ganno_bench.spec(BS_EASY)
+    with pytest.raises(ValueError, match=r"shape \(7,\).*15 features.*another suite version"):
+        PolicyAgent(fake).reset(task, task.frozen_instances("test")[0], ["controller"], 0)
