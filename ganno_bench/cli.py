@@ -103,7 +103,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _budget_overrides(args: argparse.Namespace) -> dict[str, int]:
-    pairs = (("decisions", args.decisions), ("inner_steps", args.inner_steps))
+    pairs = (
+        ("decisions", args.decisions),
+        ("inner_steps", args.inner_steps),
+        ("samples_per_decision", args.samples_per_decision),
+    )
     return {key: value for key, value in pairs if value}
 
 
@@ -330,14 +334,17 @@ def cmd_references(args: argparse.Namespace) -> int:
 def _add_budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decisions", type=int, help="override the task's number of decisions")
     parser.add_argument("--inner-steps", type=int, help="override the inner steps per decision")
+    parser.add_argument(
+        "--samples-per-decision",
+        type=int,
+        help="override the training samples per decision (batch-size ids)",
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ganno_bench.training import train_ppo
 
-    overrides = {
-        k: v for k, v in (("decisions", args.decisions), ("inner_steps", args.inner_steps)) if v
-    }
+    overrides = _budget_overrides(args)
     final = train_ppo(
         args.env,
         args.timesteps,
@@ -381,9 +388,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             )
             for s in args.train_seeds
         ]
-    overrides = {
-        k: v for k, v in (("decisions", args.decisions), ("inner_steps", args.inner_steps)) if v
-    }
+    overrides = _budget_overrides(args)
     text = reproduce_generalisation(
         policies=policies,
         results_dir=args.results,

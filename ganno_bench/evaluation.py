@@ -31,8 +31,9 @@ from ganno_bench.instances import instances_hash
 from ganno_bench.references import load_references, normalised_score
 from ganno_bench.registry import UnknownEnvironmentError, list_envs, make, spec
 
-# Suite names. "all" is the layerwise learning-rate suite (what the leaderboards, references
-# and tuned baselines cover); the batch-size track is its own suite, "batch-size".
+# Suite names. "all" is the layerwise learning-rate suite (what the tuned baselines cover,
+# and the default of `ganno-bench references`); the batch-size track is its own suite,
+# "batch-size", with references of its own and its own leaderboard sections.
 FAMILY_SUITES = {
     "all": "ganno/LayerLR-*",
     "mlp": "ganno/LayerLR-MLP-*",

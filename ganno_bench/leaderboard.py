@@ -7,6 +7,13 @@ instance sets are not comparable: a ranking by aggregate IQM, the same per model
 a per-id table, a probability-of-improvement matrix and plots (performance profiles,
 learning curves and per-layer learning-rate schedules).
 
+The suite's two tracks are never aggregated together either: the layerwise learning-rate
+track's sections come first (as ``## Split ...``), then, when cards hold batch-size ids,
+the batch-size track's (``## Batch-size track, split ...``: the same tables over the
+batch-size ids only, its plots named ``batch-size-<split>-*`` and showing the chosen
+batch size per decision instead of per-layer learning rates). An agent whose cards cover
+both tracks appears in each track's tables with that track's episodes only.
+
 Metrics are oriented so that higher is better: ``normalised_score`` (1 = the tuned
 constant-rate reference), ``final_test_accuracy`` and ``neg_test_loss`` (the negated final
 inner-test loss, for cards made before reference values exist). The output depends only on
@@ -25,7 +32,7 @@ import numpy as np
 
 from ganno_bench import stats
 from ganno_bench.cards import CardError, load_card, scores_by_env
-from ganno_bench.registry import UnknownEnvironmentError, spec
+from ganno_bench.registry import UnknownEnvironmentError, spec, track_of
 
 __all__ = [
     "METRICS",
@@ -37,10 +44,13 @@ __all__ = [
     "probability_matrix",
     "render_leaderboard",
     "scores_for",
+    "split_by_track",
+    "track_of_id",
 ]
 
 METRICS = ("normalised_score", "final_test_accuracy", "neg_test_loss")
 SPLITS = ("test", "test-ood", "train")
+TRACKS = ("layer-lr", "batch-size")  # rendering order; see track_of_id
 FAMILIES = ("MLP", "CNN")
 CONFIDENCE = 0.95
 # Aggregates shown per agent; the optimality gap (shortfall below 1) means nothing for a
@@ -152,6 +162,40 @@ def merge_runs(named: Iterable[tuple[Path, Mapping[str, Any]]]) -> dict[str, lis
     }
 
 
+def track_of_id(env_id: str) -> str:
+    """An id's track (``layer-lr`` or ``batch-size``) from its registration; an id not
+    registered here is placed by its name (``.../BatchSize-...``), else on the LR track."""
+    try:
+        return track_of(env_id)
+    except UnknownEnvironmentError:
+        return "batch-size" if "/BatchSize-" in f"/{env_id}" else "layer-lr"
+
+
+def split_by_track(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Each run cut into one run per track it has episodes or ids of (in TRACKS order), so
+    no table, aggregate or plot mixes the tracks."""
+    out: dict[str, list[Run]] = {}
+    for track in TRACKS:
+        kept = []
+        for run in runs:
+            sources = {k: p for k, p in run.sources.items() if track_of_id(k) == track}
+            episodes = [e for e in run.episodes if track_of_id(e["env_id"]) == track]
+            if sources or episodes:
+                kept.append(
+                    Run(
+                        run.agent,
+                        run.split,
+                        run.compute_multiple,
+                        run.privileged,
+                        episodes,
+                        sources,
+                    )
+                )
+        if kept:
+            out[track] = kept
+    return out or {"layer-lr": list(runs)}  # runs without ids or episodes: as before
+
+
 def _run_scores(run: Run, metric: str) -> dict[str, np.ndarray]:
     try:
         return scores_for({"episodes": run.episodes}, metric)
@@ -166,9 +210,9 @@ def family_of(env_id: str) -> str:
         family = spec(env_id).family
     except UnknownEnvironmentError:
         family = "custom"
-    if family == "custom":
+    if family not in FAMILIES:  # custom tasks, and the batch-size track ("BatchSize")
         match = re.search(r"-(MLP|CNN)-", env_id)
-        family = match.group(1) if match else "custom"
+        family = match.group(1) if match else family
     return family
 
 
@@ -510,14 +554,41 @@ def _lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _batch_sizes_plot(env_id: str, runs: Sequence[Run], colours, path: Path) -> Path:
+    """Each agent's batch-size schedule on a batch-size id: the geometric mean over its
+    episodes of the batch size chosen at each decision (``curves["batch_size"]``)."""
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    for run in runs:
+        episodes = [e for e in run.episodes if e["env_id"] == env_id]
+        if episodes:
+            rows = [np.log2(e["curves"].get("batch_size", [])) for e in episodes]
+            mean = 2.0 ** _ragged_mean(rows)
+            ax.plot(np.arange(1, mean.size + 1), mean, color=colours[run.agent], label=run.agent)
+    ax.set_yscale("log", base=2)
+    ax.set_ylabel("batch size (geometric mean)")
+    _integer_decisions(ax)
+    ax.set_title(env_id)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def _plots(
-    split: str, runs: Sequence[Run], scores, metric: str, boot: _Boot, plots_dir: Path
+    split: str,
+    runs: Sequence[Run],
+    scores,
+    metric: str,
+    boot: _Boot,
+    plots_dir: Path,
+    track: str = "layer-lr",
 ) -> list[tuple[str, Path]]:
-    """Write the split's PNGs; return (caption, path) pairs in document order."""
+    """Write the split's PNGs; return (caption, path) pairs in document order. The LR
+    track's files are ``<split>-*.png``, the batch-size track's ``batch-size-<split>-*``."""
+    stem = split if track == "layer-lr" else f"{track}-{split}"
     made = [
         (
             "Performance profile",
-            _profile_plot(split, scores, metric, boot, plots_dir / f"{split}-profile.png"),
+            _profile_plot(split, scores, metric, boot, plots_dir / f"{stem}-profile.png"),
         )
     ]
     colours = _colours([run.agent for run in runs])
@@ -526,9 +597,15 @@ def _plots(
         made.append(
             (
                 f"Learning curves, {env_id}",
-                _curves_plot(env_id, runs, colours, plots_dir / f"{split}-curves-{slug}.png"),
+                _curves_plot(env_id, runs, colours, plots_dir / f"{stem}-curves-{slug}.png"),
             )
         )
+        if track == "batch-size":
+            path = plots_dir / f"{stem}-batch-sizes-{slug}.png"
+            made.append(
+                (f"Batch-size schedules, {env_id}", _batch_sizes_plot(env_id, runs, colours, path))
+            )
+            continue
         made.append(
             (
                 f"Learning-rate schedules, {env_id}",
@@ -542,14 +619,21 @@ def _plots(
 
 
 def _split_section(
-    split: str, runs: Sequence[Run], metric: str, boot: _Boot, out_dir: Path | None
+    split: str,
+    runs: Sequence[Run],
+    metric: str,
+    boot: _Boot,
+    out_dir: Path | None,
+    track: str = "layer-lr",
 ) -> tuple[list[str], list[Path]]:
-    """The split's markdown, and the PNGs it links (none when ``out_dir`` is None)."""
+    """The split's markdown for one track's runs, and the PNGs it links (none when
+    ``out_dir`` is None)."""
     runs = [run for run in runs if run.episodes]  # a card may hold no episode yet
     scores = {run.agent: _run_scores(run, metric) for run in runs}
     ranked = [row[1] for row in _ranking_rows(runs, scores, metric, boot)]
     by_rank = sorted(runs, key=lambda r: ranked.index(r.agent))
-    lines = [f"## Split `{split}`", ""]
+    title = f"Split `{split}`" if track == "layer-lr" else f"Batch-size track, split `{split}`"
+    lines = [f"## {title}", ""]
     if not runs:
         return [*lines, "No episodes yet.", ""], []
     if len({tuple(sorted(own)) for own in scores.values()}) > 1:
@@ -565,7 +649,7 @@ def _split_section(
     if out_dir is None:
         return lines, []
     lines += ["### Plots", ""]
-    plots = _plots(split, by_rank, scores, metric, boot, out_dir / "plots")
+    plots = _plots(split, by_rank, scores, metric, boot, out_dir / "plots", track)
     for caption, path in plots:
         lines += [f"![{caption}]({path.relative_to(out_dir).as_posix()})", ""]
     return lines, [p for _, p in plots]
@@ -647,11 +731,24 @@ def render_leaderboard(
     (out_dir / "plots" if plots else out_dir).mkdir(parents=True, exist_ok=True)
     lines = [*_header(metric, boot), *_experiments(out_dir)]
     lines += ["## Result cards", "", *_cards_table(named)]
+    by_track = {split: split_by_track(runs) for split, runs in splits.items()}
+    if any("batch-size" in tracks for tracks in by_track.values()):
+        lines += [
+            "The layerwise learning-rate track (`ganno/LayerLR-*`) and the batch-size track "
+            "(`ganno/BatchSize-*`) have sections of their own: their scores are never "
+            "aggregated together.",
+            "",
+        ]
     written: set[Path] = set()
-    for split, runs in splits.items():
-        section, pngs = _split_section(split, runs, metric, boot, out_dir if plots else None)
-        lines += section
-        written.update(pngs)
+    for track in TRACKS:
+        for split, tracks in by_track.items():
+            if track not in tracks:
+                continue
+            section, pngs = _split_section(
+                split, tracks[track], metric, boot, out_dir if plots else None, track
+            )
+            lines += section
+            written.update(pngs)
     if plots:
         for stale in sorted((out_dir / "plots").glob("*.png")):
             if stale not in written:

@@ -6,6 +6,12 @@ the factor set, so the same policy drives deeper MLPs and CNNs it never saw: at 
 decision the live layers' observations are stacked into one batch and ``predict`` returns
 one factor index per layer. Recurrent policies (sb3-contrib's ``RecurrentPPO``) keep one
 hidden state per layer through the episode.
+
+The batch-size track's single-agent envs (``ganno/BatchSize-*``, one ``controller``) train
+and play the same way, with one slot per env copy. A policy trained by
+:func:`ganno_bench.training.train_ppo` records its id and track (``ganno_env_id``,
+``ganno_track`` in the saved model), and plays only ids of its own track: its
+observations and actions mean other things on the other one.
 """
 
 from __future__ import annotations
@@ -19,11 +25,34 @@ from typing import Any
 import numpy as np
 
 from ganno_bench.agents import Actions, Infos, Observations, _layer_index
+from ganno_bench.envs.batch_observation import BATCH_FEATURE_NAMES
 from ganno_bench.envs.observation import FEATURE_NAMES
 from ganno_bench.instances import Instance
+from ganno_bench.registry import track_of
 from ganno_bench.task import TaskSpec
 
-__all__ = ["PolicyAgent", "load_policy"]
+__all__ = ["PolicyAgent", "load_policy", "policy_track"]
+
+# observation features per track (a policy without a recorded track is known by its shape)
+TRACK_FEATURES = {"layer-lr": FEATURE_NAMES, "batch-size": BATCH_FEATURE_NAMES}
+
+
+def policy_track(model: Any) -> tuple[str | None, str | None]:
+    """The (track, env id) a policy was trained on: as recorded by ``train_ppo``, else the
+    track whose observation shape it reads (policies saved before the record), else None."""
+    track = getattr(model, "ganno_track", None)
+    if track is None:
+        shape = getattr(model.observation_space, "shape", None)
+        track = next((t for t, f in TRACK_FEATURES.items() if shape == (len(f),)), None)
+    return track, getattr(model, "ganno_env_id", None)
+
+
+def _agent_order(agent: str) -> tuple[int, str]:
+    """Layers by index (``layer_<k>``); any other agent (``controller``) by name."""
+    try:
+        return (_layer_index(agent), agent)
+    except (IndexError, ValueError):
+        return (-1, agent)
 
 
 def _algorithm(path: Path) -> str:
@@ -126,6 +155,21 @@ class PolicyAgent:
         return state
 
     def reset(self, task: TaskSpec, instance: Instance, agents: Sequence[str], seed: int) -> None:
+        track, trained_on = policy_track(self.model)
+        if track is None:
+            wanted = len(TRACK_FEATURES[track_of(task)])
+            raise ValueError(
+                f"the policy reads observations of shape {self.model.observation_space.shape}"
+                f", but {task.id}'s agents have {wanted} features: it was trained on another "
+                "suite version"
+            )
+        if track != track_of(task):
+            source = f"on {trained_on}" if trained_on else f"for the {track} track"
+            raise ValueError(
+                f"this policy was trained {source}; {task.id} is a {track_of(task)} id: "
+                f"play it on {track} ids only (a policy's observations and actions mean "
+                "other things on the other track)"
+            )
         space = self.model.action_space
         if getattr(space, "n", None) != len(task.factors):
             raise ValueError(
@@ -134,12 +178,13 @@ class PolicyAgent:
                 "policy trained on an id with the same factors"
             )
         shape = self.model.observation_space.shape
-        if shape != (len(FEATURE_NAMES),):
+        features = TRACK_FEATURES[track]
+        if shape != (len(features),):
             raise ValueError(
-                f"the policy reads observations of shape {shape}, but this suite's layers "
-                f"have {len(FEATURE_NAMES)} features: it was trained on another suite version"
+                f"the policy reads observations of shape {shape}, but this suite's {track} "
+                f"agents have {len(features)} features: it was trained on another suite version"
             )
-        self._agents = sorted(agents, key=_layer_index)
+        self._agents = sorted(agents, key=_agent_order)
         self._state: Any = None
         self._episode_start = np.ones(len(self._agents), dtype=bool)
 

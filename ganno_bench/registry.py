@@ -81,6 +81,14 @@ def spec(env_id: str) -> TaskSpec:
         raise UnknownEnvironmentError(_unknown_message(env_id)) from None
 
 
+def track_of(env_id: str | TaskSpec) -> str:
+    """The track of a registered id (or task): ``"batch-size"`` for the batch-size track,
+    ``"layer-lr"`` for the layerwise learning-rate track. Results of different tracks are
+    never aggregated together (their tasks, agents and scores differ)."""
+    task = spec(env_id) if isinstance(env_id, str) else env_id
+    return "batch-size" if isinstance(task, BatchSizeTaskSpec) else "layer-lr"
+
+
 def list_envs(pattern: str | None = None) -> list[str]:
     """Registered ids, sorted; ``pattern`` is a shell glob such as ``"*MLP*"``."""
     ids = sorted(_REGISTRY)
@@ -143,4 +151,5 @@ __all__ = [
     "make_spaces",
     "register",
     "spec",
+    "track_of",
 ]

@@ -31,7 +31,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from ganno_bench.evaluation import evaluate, single_threaded
 from ganno_bench.policy_agent import PolicyAgent, load_policy
-from ganno_bench.registry import spec
+from ganno_bench.registry import spec, track_of
 from ganno_bench.vector import make_vec_env
 
 __all__ = ["latest_checkpoint", "load_ppo_config", "train_ppo"]
@@ -288,6 +288,8 @@ def train_ppo(
                 verbose=0,
                 **settings,
             )
+        # what the policy was trained on travels in its zip (PolicyAgent checks the track)
+        model.ganno_env_id, model.ganno_track = env_id, track_of(env_id)
         # reseed from (seed, steps done): a resumed run is as reproducible as a fresh one,
         # and its streams are not another seed's
         model.set_random_seed(_resume_seed(seed, model.num_timesteps))

@@ -150,6 +150,7 @@ def test_scores_for_metrics(raw_cards, cards):
 def test_family_of():
     assert [family_of(i) for i in IDS] == ["MLP", "CNN"]
     assert family_of("ganno/LayerLR-CNN-Hard-Adam-v0") == "CNN"
+    assert family_of("ganno/BatchSize-CNN-Hard-v0") == "CNN"
     assert family_of("someone/Unregistered-v0") == "custom"
 
 
@@ -457,3 +458,104 @@ def test_compute_table_compares_outer_loops_with_the_best_single_run_and_equal_c
     assert pbt_rows[0][1:3] == ["8", "2"]
     # the other outer loop gets its own rows, and single-run agents get none
     assert {r[0] for r in rows} == {"pbt", "search"}
+
+
+# --- the batch-size track: its own sections, never aggregated with the LR track
+
+BS_IDS = ["ganno/BatchSize-MLP-Easy-v0", "ganno/BatchSize-CNN-Easy-v0"]
+BS_AGENTS = ["bs-constant", "bs-step"]
+BS_TINY = {"decisions": 3, "samples_per_decision": 64}
+
+
+@pytest.fixture(scope="module")
+def bs_cards() -> dict[str, dict]:
+    """Batch-size cards (made-up scores): 2 agents x 2 ids x 2 instances x 1 seed, and a
+    card of `random` on the batch-size ids too (a name with cards on both tracks)."""
+    made = {
+        name: _with_scores(
+            ganno_bench.evaluate(
+                load_agent(name),
+                BS_IDS,
+                "test",
+                seeds=[0],
+                overrides=BS_TINY,
+                instances=[0, 1],
+                progress=False,
+            )
+        )
+        for name in BS_AGENTS
+    }
+    both = copy.deepcopy(made["bs-step"])
+    both["agent"]["name"] = "random"
+    for episode in both["episodes"]:
+        episode["normalised_score"] += 0.25
+    return {**made, "random-bs": both}
+
+
+def _bs_section(md: str, split: str) -> str:
+    start = md.index(f"## Batch-size track, split `{split}`")
+    end = md.find("\n## ", start + 1)
+    return md[start : end if end >= 0 else len(md)]
+
+
+def test_tracks_have_separate_tables_and_plots(tmp_path, cards, bs_cards):
+    from ganno_bench.leaderboard import track_of_id
+
+    assert [track_of_id(i) for i in IDS + BS_IDS] == ["layer-lr"] * 2 + ["batch-size"] * 2
+    assert track_of_id("someone/BatchSize-Mine-v0") == "batch-size"
+    folder = _write_all(tmp_path / "res", {**cards, **bs_cards})
+    out = tmp_path / "out"
+    md = render_leaderboard(folder, out, **FAST).read_text()
+    assert "never aggregated together" in md
+    lr, bs = _section(md, "test"), _bs_section(md, "test")
+    assert md.index("## Split `test`") < md.index("## Batch-size track, split `test`")
+
+    # the LR section: exactly the LR-only numbers (random's batch-size episodes left out)
+    rows = _table(lr, "### Ranking")
+    assert sorted(r[1] for r in rows) == sorted(AGENTS)
+    for row in rows:
+        iqm = _pooled_iqm(scores_for(cards[row[1]]))
+        assert _estimate(row[2])[0] == pytest.approx(iqm, abs=5e-4)
+        assert row[6:8] == ["2", "12"]
+    assert sorted(r[0] for r in _table(lr, "### Per id")) == sorted(IDS)
+    assert not any(b in lr for b in BS_IDS)
+
+    # the batch-size section: its agents over the batch-size ids only
+    expected = {
+        "bs-constant": scores_for(bs_cards["bs-constant"]),
+        "bs-step": scores_for(bs_cards["bs-step"]),
+        "random": scores_for(bs_cards["random-bs"]),
+    }
+    rows = _table(bs, "### Ranking")
+    order = sorted(expected, key=lambda a: (-_pooled_iqm(expected[a]), a))
+    assert [r[1] for r in rows] == order
+    for row in rows:
+        assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(expected[row[1]]), abs=5e-4)
+        assert row[6:] == ["2", "4", "1", "no"]
+    for family, env_id in (("MLP", BS_IDS[0]), ("CNN", BS_IDS[1])):
+        for row in _table(bs, f"#### {family}"):
+            iqm = float(sps.trim_mean(expected[row[1]][env_id], 0.25))
+            assert _estimate(row[2])[0] == pytest.approx(iqm, abs=5e-4)
+            assert row[6:8] == ["1", "2"]
+    assert sorted(r[0] for r in _table(bs, "### Per id")) == sorted(BS_IDS)
+    assert not any(i in bs for i in IDS)
+    poi = _table(bs, "### Probability of improvement")
+    assert sorted(r[0] for r in poi) == sorted(expected)
+
+    # plots: batch-size schedules for batch-size ids, per-layer rates for LR ids
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", bs)
+    assert len(links) == 1 + 2 * len(BS_IDS)
+    assert all(link.startswith("plots/batch-size-test-") for link in links)
+    for env_id in BS_IDS:
+        slug = env_id.replace("/", "_")
+        assert f"plots/batch-size-test-batch-sizes-{slug}.png" in links
+        assert not (out / "plots" / f"test-lrs-{slug}.png").exists()
+    for link in links:
+        assert (out / link).read_bytes()[:8] == PNG_MAGIC
+    lr_links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", lr)
+    assert not any("batch-size" in link or "BatchSize" in link for link in lr_links)
+
+
+def test_lr_only_results_render_as_before(rendered):
+    _, md = rendered  # no batch-size card: no batch-size section, no note about tracks
+    assert "Batch-size track" not in md and "never aggregated together" not in md

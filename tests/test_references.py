@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 import ganno_bench
 from ganno_bench.evaluation import resolve_ids, run_episode, single_threaded
 from ganno_bench.references import (
+    BATCH_GRID,
     GRIDS,
+    compute_references,
     instance_references,
     load_references,
     normalised_score,
@@ -18,9 +21,18 @@ from ganno_bench.references import (
 )
 from ganno_bench.zoo import load_agent
 
-# References anchor the layerwise-LR suite ("all"); the batch-size track has none yet.
+# Every id of the layerwise-LR suite ("all") ships references; the batch-size track's are
+# checked wherever they are shipped (computed by `ganno-bench references --env batch-size`).
 LR_IDS = resolve_ids(["all"])
 SHIPPED = [i for i in LR_IDS if references_path(i).exists()]
+BATCH_IDS = resolve_ids(["batch-size"])
+BATCH_SHIPPED = [i for i in BATCH_IDS if references_path(i).exists()]
+# a sample of the shipped files to recompute: LR ids as before, plus the cheap (MLP)
+# batch-size ids once shipped
+RECOMPUTED = SHIPPED[:: max(1, len(SHIPPED) // 2)] + (
+    [i for i in BATCH_SHIPPED if "MLP" in i] or BATCH_SHIPPED[:1]
+)
+TINY_BATCH = {"decisions": 2, "samples_per_decision": 64}
 
 
 def test_score_is_zero_at_the_default_and_one_at_the_best_constant_rate():
@@ -78,7 +90,7 @@ def test_every_suite_id_has_shipped_references():
     assert not missing, f"no reference values for {missing}: run `ganno-bench references`"
 
 
-@pytest.mark.parametrize("env_id", SHIPPED[:: max(1, len(SHIPPED) // 2)] or ["none"])
+@pytest.mark.parametrize("env_id", RECOMPUTED or ["none"])
 def test_shipped_references_match_a_recomputation(env_id):
     if env_id == "none":
         pytest.fail("no reference files are shipped")
@@ -92,6 +104,103 @@ def test_shipped_references_match_a_recomputation(env_id):
         assert again[key] == pytest.approx(stored[key], rel=1e-6)
     assert again["grid_loss"] == pytest.approx(stored["grid_loss"], rel=1e-6)
     assert stored["best_loss"] == min(stored["grid_loss"])
+    grid_key = "grid_batch_size" if env_id in BATCH_IDS else "grid_log10_lr"
+    assert stored[grid_key] == again[grid_key]
+
+
+def test_batch_size_references_are_constant_batch_runs():
+    """A batch-size instance's references: its initial batch size held constant (score 0)
+    and each constant batch size of the grid, recomputed here with plain env runs."""
+    env_id, split, index = "ganno/BatchSize-MLP-Easy-v0", "test-ood", 1
+    with single_threaded():
+        ref = instance_references(env_id, split, index, overrides=TINY_BATCH)
+
+        def constant(batch_size):
+            env = ganno_bench.make(env_id, split=split, action_mode="absolute", **TINY_BATCH)
+            env.reset(seed=3, options={"instance": index})
+            sizes = []
+            while env.agents:
+                *_, infos = env.step({"controller": np.array([batch_size], np.float32)})
+                sizes.append(infos["controller"]["batch_size"])
+            assert set(sizes) == {batch_size}
+            return infos["controller"]["final_test_loss"]
+
+        initial = ganno_bench.spec(env_id).frozen_instances(split)[index].batch_size
+        assert ref["default_batch_size"] == initial
+        assert ref["grid_batch_size"] == list(BATCH_GRID) == [8, 32, 128, 512]
+        assert ref["default_loss"] == pytest.approx(constant(initial), rel=1e-9)
+        assert ref["grid_loss"] == pytest.approx([constant(b) for b in BATCH_GRID], rel=1e-9)
+        best = int(np.argmin(ref["grid_loss"]))
+        assert (ref["best_batch_size"], ref["best_loss"]) == (
+            BATCH_GRID[best],
+            min(ref["grid_loss"]),
+        )
+        # the bs-constant heuristic, played through the evaluator, scores 0 against them
+        record = run_episode(
+            load_agent("bs-constant"),
+            env_id,
+            split,
+            index,
+            seed=5,
+            overrides=TINY_BATCH,
+            references={split: {index: ref}},
+        )
+    assert record["normalised_score"] == pytest.approx(0.0, abs=1e-9)
+    assert record["curves"]["batch_size"] == [initial] * TINY_BATCH["decisions"]
+
+
+def test_batch_grid_spans_the_batch_bounds():
+    for env_id in BATCH_IDS:
+        lo, hi = ganno_bench.spec(env_id).batch_bounds
+        assert (BATCH_GRID[0], BATCH_GRID[-1]) == (lo, hi)
+        assert all(b * 4 == c for b, c in itertools.pairwise(BATCH_GRID))
+
+
+def test_computing_references_resumes_and_freezes_batch_size_ids(tmp_path, monkeypatch):
+    """Finished items in the work file are not redone (a line cut short is), every id is
+    frozen once complete, in the LR track's format with the batch grid's keys."""
+    env_id = "ganno/BatchSize-MLP-Hard-v0"
+    task = ganno_bench.spec(env_id)
+    monkeypatch.setattr("ganno_bench.references.references_path", lambda i: tmp_path / "r.json")
+    counts = {s: len(task.frozen_instances(s)) for s in ("test", "test-ood")}
+    calls = []
+    real = instance_references
+
+    def fake(env_id, split, index, overrides=None):
+        calls.append((split, index))
+        if (split, index) == ("test", 0):
+            return real(env_id, split, index, overrides=overrides)
+        return {
+            "env_id": env_id,
+            "split": split,
+            "instance": index,
+            "default_batch_size": 32,
+            "default_loss": 2.0,
+            "grid_batch_size": list(BATCH_GRID),
+            "grid_loss": [1.0 + index, 1.5, 3.0, 4.0],
+            "best_batch_size": 8,
+            "best_loss": 1.0 + index,
+        }
+
+    monkeypatch.setattr("ganno_bench.references.instance_references", fake)
+    work = tmp_path / "work.jsonl"
+    # an earlier, killed run finished test 1 and was cut while writing test 2
+    work.write_text(json.dumps(fake(env_id, "test", 1)) + "\n" + '{"env_id": "ganno/Ba')
+    calls.clear()
+    written = compute_references([env_id], work, progress=False, overrides=TINY_BATCH)
+    assert written == [tmp_path / "r.json"]
+    assert len(calls) == sum(counts.values()) - 1 and ("test", 1) not in calls
+    assert compute_references([env_id], work, progress=False, overrides=TINY_BATCH) == written
+    assert len(calls) == sum(counts.values()) - 1  # nothing left to do
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["format"] == 1 and data["env_id"] == env_id
+    assert data["overrides"] == TINY_BATCH
+    assert [len(data["splits"][s]) for s in counts] == list(counts.values())
+    first = data["splits"]["test"][0]
+    assert first["grid_batch_size"] == list(BATCH_GRID) and "grid_log10_lr" not in first
+    assert first["best_loss"] == min(first["grid_loss"])
+    with pytest.raises(ValueError, match="overrides"):  # a quick look never scores episodes
+        load_references(env_id)
 
 
 def test_the_constant_agent_scores_zero_against_shipped_references():
@@ -117,3 +226,35 @@ def test_references_for_other_instances_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr("ganno_bench.references.references_path", lambda _: path)
     with pytest.raises(ValueError, match="other test instances"):
         load_references(env_id)
+
+
+def test_evaluate_scores_batch_size_episodes_once_references_exist(monkeypatch):
+    """With references for a batch-size id, `evaluate` fills its episodes' normalised
+    scores like the LR track's (and `rescore` agrees): bs-constant scores 0."""
+    from ganno_bench.references import rescore
+
+    env_id = "ganno/BatchSize-MLP-Easy-v0"
+    with single_threaded():
+        ref = instance_references(env_id, "test", 0)  # full budget, one instance
+    shipped = {"test": {0: ref}, "test-ood": {}}
+
+    def fake_load(i):
+        return shipped if i == env_id else None
+
+    monkeypatch.setattr("ganno_bench.evaluation.load_references", fake_load)
+    monkeypatch.setattr("ganno_bench.references.load_references", fake_load)
+    card = ganno_bench.evaluate(
+        load_agent("bs-constant"), ["batch-size"], "test", seeds=[0], instances=[0],
+        progress=False,
+    )  # fmt: skip
+    scored = {e["env_id"]: e["normalised_score"] for e in card["episodes"]}
+    assert scored.pop(env_id) == pytest.approx(0.0, abs=1e-9)
+    assert set(scored.values()) == {None}  # ids without references stay unscored
+    step = ganno_bench.evaluate(
+        load_agent("bs-step"), [env_id], "test", seeds=[0], instances=[0], progress=False
+    )
+    (episode,) = step["episodes"]
+    assert episode["normalised_score"] == pytest.approx(
+        normalised_score(episode["final_test_loss"], ref["default_loss"], ref["best_loss"])
+    )
+    assert rescore(step) == 0

@@ -260,3 +260,89 @@ def test_a_policy_file_changed_after_the_agent_was_made_is_refused(tmp_path, shi
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="changed"):
         _ = agent.model
+
+
+BS_EASY = "ganno/BatchSize-MLP-Easy-v0"
+BS_TINY = {"decisions": 4, "samples_per_decision": 64}
+
+
+def test_ppo_trains_resumes_and_plays_a_batch_size_id(tmp_path, shipped):
+    """The single-agent batch-size env (factor mode, Discrete(3)) through the same
+    parameter-shared path: one slot per copy. One rollout = 8 steps x 2 copies = 16."""
+    run = tmp_path / "bs"
+    kw = dict(
+        seed=0,
+        out=run,
+        overrides=BS_TINY,
+        config={**SMALL, "batch_size": 8},
+        checkpoint_every=16,
+        eval_every=16,
+        eval_instances=2,
+        progress=False,
+    )
+    final = train_ppo(BS_EASY, 16, **kw)
+    model = load_policy(final)
+    assert (model.ganno_env_id, model.ganno_track) == (BS_EASY, "batch-size")
+    assert model.observation_space.shape == (15,) and model.action_space.n == 3
+    train_ppo(BS_EASY, 32, **kw)  # resumes from ppo_16
+    assert load_policy(final).num_timesteps == 32
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.zip")) == [
+        "ppo_16.zip",
+        "ppo_32.zip",
+    ]
+    lines = [json.loads(x) for x in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert [e["timesteps"] for e in lines] == [16, 32]
+
+    # the saved policy plays the batch-size id's test split, from the CLI as well
+    out = tmp_path / "card.json"
+    argv = ["evaluate", "--agent", str(final), "--env", "batch-size", "--split", "test"]
+    argv += ["--seeds", "0", "--instances", "0", "1", "--decisions", "4"]
+    assert main([*argv, "--samples-per-decision", "64", "--out", str(out), "--quiet"]) == 0
+    card = json.loads(out.read_text())
+    assert card["agent"]["config"]["algorithm"] == "PPO"
+    assert sorted(card["envs"]) == ganno_bench.list_envs("ganno/BatchSize-*")  # every id
+    assert len(card["episodes"]) == 2 * len(card["envs"])
+    for episode in card["episodes"]:
+        sizes = episode["curves"]["batch_size"]
+        assert len(sizes) == 4 and all(8 <= b <= 512 for b in sizes)
+        task = ganno_bench.spec(episode["env_id"])
+        initial = task.frozen_instances("test")[episode["instance"]]
+        # factor mode: each decision halves, keeps or doubles the previous size (or clips)
+        for before, after in zip([initial.batch_size, *sizes], sizes, strict=False):
+            assert after in (before, max(before // 2, 8), min(before * 2, 512))
+
+    # a policy plays its own track only, and says so
+    tiny_lr = {"decisions": 2, "inner_steps": 1}
+    with pytest.raises(ValueError, match=rf"trained on {BS_EASY}.*layer-lr id"):
+        ganno_bench.evaluate(
+            PolicyAgent.from_path(final), [EASY], "test", seeds=[0], instances=[0],
+            overrides=tiny_lr, progress=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"layer-lr track.*batch-size id"):
+        ganno_bench.evaluate(
+            shipped, [BS_EASY], "test", seeds=[0], instances=[0], overrides=BS_TINY,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_train_command_takes_a_batch_size_budget(tmp_path):
+    out = tmp_path / "cli"
+    argv = ["train", "ppo", "--env", BS_EASY, "--timesteps", "8", "--out", str(out)]
+    argv += ["--decisions", "2", "--samples-per-decision", "32", "--copies", "1"]
+    assert main([*argv, "--eval-every", "1000000", "--quiet"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["env_id"] == BS_EASY
+    assert run["overrides"] == {"decisions": 2, "samples_per_decision": 32}
+
+
+def test_a_policy_of_unknown_observation_shape_is_refused_clearly():
+    from types import SimpleNamespace
+
+    from gymnasium import spaces
+
+    fake = SimpleNamespace(
+        observation_space=spaces.Box(-1, 1, (7,)), action_space=spaces.Discrete(3)
+    )
+    task = ganno_bench.spec(BS_EASY)
+    with pytest.raises(ValueError, match=r"shape \(7,\).*15 features.*another suite version"):
+        PolicyAgent(fake).reset(task, task.frozen_instances("test")[0], ["controller"], 0)
