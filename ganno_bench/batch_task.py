@@ -24,8 +24,8 @@ from ganno_bench.task import OVERRIDABLE, TaskSpec
 
 LR_SCHEDULES = ("constant", "cosine")
 
-BATCH_OVERRIDABLE = (
-    *(key for key in OVERRIDABLE if key != "inner_steps"),
+# Keys of a batch-size task beyond the common ones (its budget is in samples, not steps).
+BATCH_KEYS = (
     "samples_per_decision",
     "batch_bounds",
     "lr_schedule",
@@ -33,6 +33,7 @@ BATCH_OVERRIDABLE = (
     "probe_batch",
     "probe_chunks",
 )
+BATCH_OVERRIDABLE = (*(key for key in OVERRIDABLE if key != "inner_steps"), *BATCH_KEYS)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ganno_bench.batch_task import BatchSizeTaskSpec
+from ganno_bench.batch_task import BATCH_KEYS, BatchSizeTaskSpec
 from ganno_bench.instances import FROZEN_SPLITS, Instance, instances_hash
 from ganno_bench.models import ModelConfig
 from ganno_bench.registry import make_spaces, register
@@ -27,15 +27,6 @@ from ganno_bench.task import DataConfig, TaskSpec
 
 NAMESPACE = "ganno"
 TRACKS = ("layer_lr", "batch_size")
-# Keys of a batch-size entry beyond the common ones (its budget is in samples, not steps).
-_BATCH_KEYS = (
-    "samples_per_decision",
-    "batch_bounds",
-    "lr_schedule",
-    "lr_final_factor",
-    "probe_batch",
-    "probe_chunks",
-)
 _ERRORS: dict[str, str] = {}
 
 
@@ -114,7 +105,7 @@ def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSp
         "factors",
         "divergence_factor",
         "divergence_penalty",
-        *(_BATCH_KEYS if track == "batch_size" else ("inner_steps",)),
+        *(BATCH_KEYS if track == "batch_size" else ("inner_steps",)),
     }
     unknown = set(entry) - known
     if unknown:
@@ -158,7 +149,7 @@ def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSp
         if "factors" in entry:
             common["factors"] = tuple(entry["factors"])
         if track == "batch_size":
-            extra = {key: entry[key] for key in _BATCH_KEYS if key in entry}
+            extra = {key: entry[key] for key in BATCH_KEYS if key in entry}
             if "batch_bounds" in extra:
                 extra["batch_bounds"] = tuple(extra["batch_bounds"])
             spec: TaskSpec = BatchSizeTaskSpec(**common, **extra)
