@@ -53,6 +53,24 @@ def test_function_agent_gets_a_seeded_rng_per_episode():
     assert lrs_a[0] != lrs_a[1]  # seeds 0 and 1 on instance 0 act differently
 
 
+def test_on_a_frozen_instance_the_seed_moves_only_agents_that_draw_random_numbers():
+    """Why deterministic baselines are committed with one seed: the instance fixes every
+    random stream of the inner training, so their episodes repeat bitwise across seeds."""
+    card = ganno_bench.evaluate(
+        load_agent("cosine"),
+        [EASY],
+        "test",
+        [0, 1],
+        overrides=TINY,
+        instances=[2],
+        progress=False,
+    )
+    a, b = card["episodes"]
+    assert (a["seed"], b["seed"]) == (0, 1)
+    assert a["final_test_loss"] == b["final_test_loss"]
+    assert a["curves"] == b["curves"] and a["lrs"] == b["lrs"]
+
+
 def test_card_records_every_instance_and_seed_and_validates():
     card = ganno_bench.evaluate(
         load_agent("constant"),
