@@ -380,37 +380,31 @@ def _compute_rows(runs: Sequence[Run], scores, boot: _Boot) -> list[list[str]]:
     """Each outer-loop agent (compute multiple above 1) against, over its own ids, the best
     single-run agent (it spends that many times the compute) and every other agent of the
     same compute multiple (equal compute)."""
-    by_name = {run.agent: run for run in runs}
     rows = []
     for outer in (run for run in runs if run.compute_multiple > 1):
         ids = set(scores[outer.agent])
-
-        def over_ids(agent: str, ids: set[str] = ids) -> dict[str, np.ndarray]:
-            return {k: v for k, v in scores[agent].items() if k in ids}
-
         covering = [r for r in runs if r is not outer and ids <= set(scores[r.agent])]
+        own = {k: scores[outer.agent][k] for k in ids}
+        theirs = {r.agent: {k: scores[r.agent][k] for k in ids} for r in covering}
+        iqm = {name: stats.aggregate(s, "iqm", **boot.kw) for name, s in theirs.items()}
         singles = [r for r in covering if r.compute_multiple == 1 and not r.privileged]
         comparators: list[tuple[Run, str]] = []
         if singles:
-            best = max(
-                singles, key=lambda r: stats.aggregate(over_ids(r.agent), "iqm", **boot.kw).value
-            )
-            comparators.append((best, "best single run"))
+            comparators.append((max(singles, key=lambda r: iqm[r.agent].value), "best single run"))
         comparators += [
             (r, "equal compute") for r in covering if r.compute_multiple == outer.compute_multiple
         ]
-        own = stats.aggregate(over_ids(outer.agent), "iqm", **boot.kw)
+        own_iqm = stats.aggregate(own, "iqm", **boot.kw)
         for other, relation in comparators:
-            theirs = over_ids(other.agent)
             rows.append(
                 [
                     outer.agent,
                     f"{outer.compute_multiple:g}",
                     str(len(ids)),
-                    str(own),
-                    f"{other.agent} ({relation}, {by_name[other.agent].compute_multiple:g})",
-                    str(stats.aggregate(theirs, "iqm", **boot.kw)),
-                    str(stats.probability_of_improvement(over_ids(outer.agent), theirs, **boot.kw)),
+                    str(own_iqm),
+                    f"{other.agent} ({relation}, {other.compute_multiple:g})",
+                    str(iqm[other.agent]),
+                    str(stats.probability_of_improvement(own, theirs[other.agent], **boot.kw)),
                 ]
             )
     return rows

@@ -458,6 +458,9 @@ def test_compute_table_compares_outer_loops_with_the_best_single_run_and_equal_c
     assert pbt_rows[0][1:3] == ["8", "2"]
     # the other outer loop gets its own rows, and single-run agents get none
     assert {r[0] for r in rows} == {"pbt", "search"}
+    # with no single-run agent covering its ids, only the equal-compute rows remain
+    alone = _compute_rows([runs[0], runs[3]], scores, boot)
+    assert [r[4] for r in alone if r[0] == "pbt"] == ["search (equal compute, 8)"]
 
 
 # --- the batch-size track: its own sections, never aggregated with the LR track
