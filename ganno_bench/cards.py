@@ -36,8 +36,11 @@ def card_schema() -> dict[str, Any]:
     )
 
 
-def hardware() -> dict[str, Any]:
-    """Where a run happened (for reading its wall times; scores do not depend on it)."""
+def hardware(torch_threads: int | None = None) -> dict[str, Any]:
+    """Where a run happened (for reading its wall times; scores do not depend on it).
+
+    ``torch_threads``: the intra-op threads the run's work used, when that is not this
+    process's current setting (evaluations pin one thread per episode)."""
     import torch
 
     info = {
@@ -47,7 +50,7 @@ def hardware() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch_threads or torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)

@@ -63,8 +63,9 @@ def episode_seed(seed: int, instance: int) -> int:
     return int(np.random.SeedSequence([seed, instance]).generate_state(1)[0])
 
 
-def _play(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
-    """One episode of a per-decision agent: its final infos, curves, rates and return."""
+def play_episode(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
+    """One episode of a per-decision agent on ``env``: its final infos, curves, rates and
+    return (outer-loop agents play their members through it too)."""
     obs, infos = env.reset(seed=seed, options={"instance": instance})
     agent.reset(env.task, env.instance, list(env.possible_agents), seed)
     if getattr(agent, "privileged", False):  # white-box agents: the one documented path
@@ -114,7 +115,7 @@ def run_episode(
     if isinstance(agent, OuterLoopAgent):
         played = agent.play(new_env, instance, seed_of_episode)
     else:
-        played = _play(agent, new_env(), instance, seed_of_episode)
+        played = play_episode(agent, new_env(), instance, seed_of_episode)
     final, curves, lrs, total = (played[k] for k in ("final", "curves", "lrs", "return"))
     score = None
     if references is not None:
@@ -325,7 +326,7 @@ def evaluate(
             done.values(), key=lambda r: order[(r["env_id"], r["instance"], r["seed"])]
         ),
         "package_version": __version__,
-        "hardware": hardware(),
+        "hardware": hardware(torch_threads=1),  # every episode ran single-threaded
         "created": now(),
     }
     if out is not None:

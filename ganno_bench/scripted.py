@@ -189,10 +189,15 @@ class LayerwiseRuleAgent:
 
 def load_baselines(path: Path) -> dict[str, Any]:
     """Agents from a baselines TOML file: one table per agent, named by its key
-    (schedules, layerwise rules, ``method = "pbt"``, BOIL's ``method = "family"``, and the
-    batch-size track's ``batch_rule`` and ``method = "arbiter"``)."""
+    (schedules, layerwise rules, ``method = "pbt"``, ``method = "best-of"``, BOIL's
+    ``method = "family"``, and the batch-size track's ``batch_rule`` and
+    ``method = "arbiter"``)."""
+    return _agents_from_tables(path, tomllib.loads(path.read_text()))
+
+
+def _agents_from_tables(path: Path, tables: dict[str, Any]) -> dict[str, Any]:
     agents: dict[str, Any] = {}
-    for name, table in tomllib.loads(path.read_text()).items():
+    for name, table in tables.items():
         table = dict(table)
         base_lr = table.pop("base_lr", None)
         table.pop("tuned_on", None)  # provenance, not a setting
@@ -207,6 +212,18 @@ def load_baselines(path: Path) -> dict[str, Any]:
             if "perturbation_factors" in table:
                 table["perturbation_factors"] = tuple(table["perturbation_factors"])
             agents[name] = PBTAgent(name, PBTConfig(**table))
+        elif table.get("method") == "best-of":
+            from ganno_bench.best_of import BestOfAgent, BestOfConfig
+
+            table.pop("method")
+            member = table.pop("member", None)
+            if not isinstance(member, dict):
+                raise ValueError(
+                    f"{path}: best-of baseline {name!r} needs a [{name}.member] table "
+                    "(the schedule it grid-searches, with 'scheduler' or 'rule')"
+                )
+            (template,) = _agents_from_tables(path, {f"{name}.member": member}).values()
+            agents[name] = BestOfAgent(name, template, BestOfConfig(**table))
         elif table.get("method") == "arbiter":
             from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig
 
@@ -223,6 +240,6 @@ def load_baselines(path: Path) -> dict[str, Any]:
         else:
             raise ValueError(
                 f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' "
-                'or method = "pbt"'
+                'or a method ("pbt", "best-of", "family", "arbiter")'
             )
     return agents

@@ -108,6 +108,28 @@ def test_parallel_workers_give_the_same_episodes_as_one_process():
     assert strip(serial) == strip(parallel)
 
 
+def test_card_records_the_single_thread_its_episodes_ran_with():
+    """The card says how its episodes ran, not how the calling process was set."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        card = ganno_bench.evaluate(
+            load_agent("constant"),
+            [EASY],
+            "test",
+            [0],
+            overrides=TINY,
+            instances=[0],
+            progress=False,
+        )
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert card["hardware"]["torch_threads"] == 1
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ganno_bench.cli", *args]
 
