@@ -141,3 +141,12 @@ def test_claim_table_scores_at_equal_wall_time():
     rows = {line.split("|")[2].strip(): line for line in claim_table(records).splitlines()[2:]}
     assert rows["fast"].split("|")[3].strip().startswith("0.7000")  # final mean of .6, .8
     assert rows["slow"].split("|")[4].strip().startswith("0.1500")  # at fast's 2.0 s
+    # equal steps: both spent 20 in all, so each holds its final score
+    assert rows["slow"].split("|")[5].strip().startswith("0.9500")
+    assert _incumbent_at(records[2]["trace"], 15, "cost") == 0.1
+    cheap = record("cheap", 0, [(9.0, 0.3, 5), (9.5, 0.4, 8)])
+    rows = {
+        line.split("|")[2].strip(): line for line in claim_table([*records, cheap]).splitlines()[2:]
+    }
+    assert rows["fast"].split("|")[5].strip().startswith("0.6000")  # at cheap's 8 steps
+    assert rows["cheap"].split("|")[4].strip().startswith("0.3000")  # at fast's 2.0 s
