@@ -115,11 +115,12 @@ class Run:
     compute_multiple: float
     privileged: bool
     episodes: list[dict[str, Any]] = field(default_factory=list)
-    sources: dict[str, Path] = field(default_factory=dict)  # env id -> its card's file
+    # (env id, seed) -> the card file holding those episodes
+    sources: dict[tuple[str, int], Path] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
-        return sorted(self.sources)
+        return sorted({env_id for env_id, _ in self.sources})
 
 
 def _card_ids(card: Mapping[str, Any]) -> set[str]:
@@ -127,7 +128,8 @@ def _card_ids(card: Mapping[str, Any]) -> set[str]:
 
 
 def _add_card(run: Run, path: Path, card: Mapping[str, Any]) -> None:
-    """Merge ``card`` into ``run``; cards of one agent and split must cover different ids."""
+    """Merge ``card`` into ``run``; cards of one agent and split must cover different ids or
+    different seeds (more seeds of an agent may come in a card of their own)."""
     agent = card["agent"]
     extra = (float(agent.get("compute_multiple", 1.0)), bool(agent.get("privileged", False)))
     other = next(iter(run.sources.values()), None)
@@ -136,14 +138,14 @@ def _add_card(run: Run, path: Path, card: Mapping[str, Any]) -> None:
             f"{other} and {path} both hold agent {run.agent!r} on split {run.split!r} but "
             "disagree on its compute_multiple or privileged flag"
         )
-    for env_id in sorted(_card_ids(card)):
-        if env_id in run.sources:
+    for key in sorted((env_id, seed) for env_id in _card_ids(card) for seed in card["seeds"]):
+        if key in run.sources:
             raise ValueError(
-                f"{run.sources[env_id]} and {path} both hold agent {run.agent!r} on split "
-                f"{run.split!r} for {env_id}: keep one of them (cards of one agent and split "
-                "are merged only when they cover different ids)"
+                f"{run.sources[key]} and {path} both hold agent {run.agent!r} on split "
+                f"{run.split!r} for {key[0]}, seed {key[1]}: keep one of them (cards of one "
+                "agent and split are merged only when they cover different ids or seeds)"
             )
-        run.sources[env_id] = path
+        run.sources[key] = path
     run.compute_multiple, run.privileged = extra
     run.episodes.extend(card["episodes"])
 
@@ -178,7 +180,7 @@ def split_by_track(runs: Sequence[Run]) -> dict[str, list[Run]]:
     for track in TRACKS:
         kept = []
         for run in runs:
-            sources = {k: p for k, p in run.sources.items() if track_of_id(k) == track}
+            sources = {k: p for k, p in run.sources.items() if track_of_id(k[0]) == track}
             episodes = [e for e in run.episodes if track_of_id(e["env_id"]) == track]
             if sources or episodes:
                 kept.append(

@@ -343,6 +343,29 @@ def test_cards_covering_different_ids_are_merged(tmp_path, cards):
     assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores_for(cards["random"])), abs=5e-4)
 
 
+def _split_by_seed(card: dict) -> list[dict]:
+    parts = []
+    for seed in card["seeds"]:
+        part = copy.deepcopy(card)
+        part["seeds"] = [seed]
+        part["episodes"] = [e for e in card["episodes"] if e["seed"] == seed]
+        parts.append(part)
+    return parts
+
+
+def test_cards_covering_different_seeds_are_merged(tmp_path, cards):
+    seed0, seed1 = _split_by_seed(cards["random"])
+    folder = _write_all(tmp_path / "res", {"random-s0": seed0, "random-s1": seed1})
+    md = render_leaderboard(folder, tmp_path / "out", **TABLES).read_text()
+    (row,) = _table(md, "### Ranking")
+    assert row[1] == "random" and row[6:8] == ["2", "12"]
+    assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores_for(cards["random"])), abs=5e-4)
+    # the same seed twice is still an overlap, named with the seed
+    folder = _write_all(tmp_path / "res2", {"random-s0": seed0, "random-all": cards["random"]})
+    with pytest.raises(ValueError, match=r"random-all\.json.*random-s0\.json.*seed 0"):
+        render_leaderboard(folder, tmp_path / "out2", **TABLES)
+
+
 def test_overlapping_cards_raise_naming_both_files(tmp_path, cards):
     mlp, _ = _split_by_id(cards["random"])
     folder = _write_all(tmp_path / "res", {"random-all": cards["random"], "random-mlp": mlp})
