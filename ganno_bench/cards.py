@@ -37,7 +37,8 @@ def card_schema() -> dict[str, Any]:
 
 
 def hardware(torch_threads: int | None = None) -> dict[str, Any]:
-    """Where a run happened (for reading its wall times; scores do not depend on it).
+    """Where a run happened: for reading its wall times, and because float32 results (so
+    chaotic training runs) can differ bitwise across processors and thread counts.
 
     ``torch_threads``: the intra-op threads the run's work used, when that is not this
     process's current setting (evaluations pin one thread per episode)."""
@@ -49,12 +50,27 @@ def hardware(torch_threads: int | None = None) -> dict[str, Any]:
         "processor": platform.processor() or "unknown",
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
         "torch": torch.__version__,
+        # the vector ISA torch's CPU kernels use: float32 results differ bitwise across ISAs
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch_threads or torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _cpu_model() -> str:
+    """The processor's model name (``platform.processor()`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def now() -> str:

@@ -128,6 +128,8 @@ def test_card_records_the_single_thread_its_episodes_ran_with():
     finally:
         torch.set_num_threads(before)
     assert card["hardware"]["torch_threads"] == 1
+    assert card["hardware"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert card["hardware"]["cpu_model"]
 
 
 def _cli(*args: str) -> list[str]:
