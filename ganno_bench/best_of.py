@@ -95,14 +95,15 @@ class BestOfAgent:
     def play(self, make_env: Callable[[], Any], instance: int, seed: int) -> dict[str, Any]:
         from ganno_bench.evaluation import play_episode
 
-        played, grid = [], None
-        for i in range(self.settings.population):
-            env = make_env()
-            if grid is None:  # the instance's initial rate is known after a reset
-                env.reset(seed=seed, options={"instance": instance})
-                grid = log_rate_grid(env.instance.learning_rate, env.task.lr_bounds, self.settings)
-            member = dataclasses.replace(self.member, base_lr=float(10.0 ** grid[i]))
-            played.append(play_episode(member, env, instance, seed))
+        envs = [make_env() for _ in range(self.settings.population)]
+        envs[0].reset(seed=seed, options={"instance": instance})  # the instance's own rate
+        grid = log_rate_grid(envs[0].instance.learning_rate, envs[0].task.lr_bounds, self.settings)
+        played = [
+            play_episode(
+                dataclasses.replace(self.member, base_lr=float(10.0**g)), env, instance, seed
+            )
+            for g, env in zip(grid, envs, strict=True)
+        ]
         val_losses = [p["final"]["val_loss"] for p in played]
         best = best_member(val_losses, [p["final"]["diverged"] for p in played])
         return {
