@@ -3,8 +3,9 @@
 An outer-loop agent such as PBT spends ``population`` training runs on one instance. The
 fair single-run competitor at that compute is a single-run schedule given the same P runs:
 a per-instance grid search over its base rate. Member ``i`` plays the schedule with base
-log10 rate ``grid[i]``, P points evenly spaced over the instance's initial rate +-
-``decades`` (PBT's prior, clipped to the task's rate bounds); the member with the lowest
+log10 rate ``grid[i]``, P points evenly spaced over the member's own base rate (the
+instance's initial rate unless the member sets ``base_lr``) +- ``decades`` (PBT's prior,
+clipped to the task's rate bounds); the member with the lowest
 final *validation* loss is reported by its inner-test loss (a diverged member never wins
 unless all diverged). The test loss never takes part in the choice.
 """
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from ganno_bench.agents import Agent
+from ganno_bench.pbt import log_prior
+from ganno_bench.scripted import base_rate
 
 __all__ = ["BestOfAgent", "BestOfConfig", "best_member", "log_rate_grid"]
 
@@ -31,7 +34,9 @@ class BestOfConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.population < 2:
+        if not isinstance(self.population, int) or isinstance(self.population, bool):
+            problems.append(f"population must be a whole number (got {self.population!r})")
+        elif self.population < 2:
             problems.append(f"population must be at least 2 (got {self.population})")
         if not self.decades > 0:
             problems.append(f"decades must be positive (got {self.decades})")
@@ -39,12 +44,11 @@ class BestOfConfig:
             raise ValueError("invalid best-of config: " + "; ".join(problems))
 
 
-def log_rate_grid(initial: float, bounds: tuple[float, float], config: BestOfConfig) -> np.ndarray:
-    """``population`` log10 base rates, evenly spaced over ``initial`` +- ``decades``
-    (both ends included), clipped to the task's rate ``bounds``."""
-    low, high = (math.log10(b) for b in bounds)
-    log_initial = math.log10(initial)
-    lo, hi = max(log_initial - config.decades, low), min(log_initial + config.decades, high)
+def log_rate_grid(centre: float, bounds: tuple[float, float], config: BestOfConfig) -> np.ndarray:
+    """``population`` log10 base rates, evenly spaced over ``centre`` +- ``decades`` (both
+    ends included; PBT's prior, clipped to the task's rate ``bounds``). An even population
+    straddles the centre rather than containing it."""
+    lo, hi = log_prior(math.log10(centre), bounds, config.decades)
     return np.linspace(lo, hi, config.population)
 
 
@@ -96,8 +100,10 @@ class BestOfAgent:
         from ganno_bench.evaluation import play_episode
 
         envs = [make_env() for _ in range(self.settings.population)]
-        envs[0].reset(seed=seed, options={"instance": instance})  # the instance's own rate
-        grid = log_rate_grid(envs[0].instance.learning_rate, envs[0].task.lr_bounds, self.settings)
+        envs[0].reset(seed=seed, options={"instance": instance})  # to read the instance
+        task = envs[0].task
+        centre = base_rate(self.member.base_lr, task, envs[0].instance)
+        grid = log_rate_grid(centre, task.lr_bounds, self.settings)
         played = [
             play_episode(
                 dataclasses.replace(self.member, base_lr=float(10.0**g)), env, instance, seed

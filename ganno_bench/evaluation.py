@@ -65,7 +65,7 @@ def episode_seed(seed: int, instance: int) -> int:
 
 def play_episode(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
     """One episode of a per-decision agent on ``env``: its final infos, curves, rates and
-    return (outer-loop agents play their members through it too)."""
+    return (:class:`~ganno_bench.best_of.BestOfAgent` plays its members through it)."""
     obs, infos = env.reset(seed=seed, options={"instance": instance})
     agent.reset(env.task, env.instance, list(env.possible_agents), seed)
     if getattr(agent, "privileged", False):  # white-box agents: the one documented path

@@ -117,6 +117,9 @@ class Run:
     episodes: list[dict[str, Any]] = field(default_factory=list)
     # (env id, seed) -> the card file holding those episodes
     sources: dict[tuple[str, int], Path] = field(default_factory=dict)
+    # env id -> (the card's task header for it, the agent's config): what another seed's
+    # card of the same id must repeat to be pooled with it
+    settings: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
@@ -138,6 +141,15 @@ def _add_card(run: Run, path: Path, card: Mapping[str, Any]) -> None:
             f"{other} and {path} both hold agent {run.agent!r} on split {run.split!r} but "
             "disagree on its compute_multiple or privileged flag"
         )
+    for env_id in sorted(_card_ids(card)):
+        mine = (card["envs"].get(env_id), agent.get("config"))
+        if run.settings.setdefault(env_id, mine) != mine:
+            first = next(p for (k, _), p in run.sources.items() if k == env_id)
+            raise ValueError(
+                f"{first} and {path} both hold agent {run.agent!r} on split {run.split!r} "
+                f"for {env_id}, but with different task settings (version, instances, budget, "
+                "overrides) or agent config: their seeds cannot be pooled; keep one of them"
+            )
     for key in sorted((env_id, seed) for env_id in _card_ids(card) for seed in card["seeds"]):
         if key in run.sources:
             raise ValueError(

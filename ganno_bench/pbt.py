@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PBTAgent", "PBTConfig", "exploit_plan", "explore", "quantiles", "ready_members"]
+__all__ = [
+    "PBTAgent",
+    "PBTConfig",
+    "exploit_plan",
+    "explore",
+    "log_prior",
+    "quantiles",
+    "ready_members",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,15 @@ class PBTConfig:
             problems.append(f"prior_decades must be non-negative (got {self.prior_decades})")
         if problems:
             raise ValueError("invalid PBT config: " + "; ".join(problems))
+
+
+def log_prior(
+    log_initial: float, lr_bounds: tuple[float, float], decades: float
+) -> tuple[float, float]:
+    """The log10-rate interval ``log_initial`` +- ``decades``, clipped to the task's rate
+    bounds (PBT's prior; the grid of :mod:`ganno_bench.best_of` spans it too)."""
+    low, high = (math.log10(b) for b in lr_bounds)
+    return max(log_initial - decades, low), min(log_initial + decades, high)
 
 
 def quantiles(losses: Sequence[float], fraction: float) -> tuple[list[int], list[int]]:
@@ -151,7 +168,7 @@ class PBTAgent:
             env.reset(seed=seed, options={"instance": instance})
         initial = math.log10(float(envs[0].rates[0]))
         low, high = (math.log10(b) for b in envs[0].task.lr_bounds)
-        prior = (max(initial - cfg.prior_decades, low), min(initial + cfg.prior_decades, high))
+        prior = log_prior(initial, envs[0].task.lr_bounds, cfg.prior_decades)
         n_layers = len(envs[0].possible_agents)
         members = [
             _Member(

@@ -198,48 +198,57 @@ def load_baselines(path: Path) -> dict[str, Any]:
 def _agents_from_tables(path: Path, tables: dict[str, Any]) -> dict[str, Any]:
     agents: dict[str, Any] = {}
     for name, table in tables.items():
-        table = dict(table)
-        base_lr = table.pop("base_lr", None)
-        table.pop("tuned_on", None)  # provenance, not a setting
-        if table.get("method") == "family":
-            from ganno_bench.boil import FamilyScheduleAgent
-
-            agents[name] = FamilyScheduleAgent(name, per_id=dict(table["per_id"]))
-        elif table.get("method") == "pbt":
-            from ganno_bench.pbt import PBTAgent, PBTConfig
-
-            table.pop("method")
-            if "perturbation_factors" in table:
-                table["perturbation_factors"] = tuple(table["perturbation_factors"])
-            agents[name] = PBTAgent(name, PBTConfig(**table))
-        elif table.get("method") == "best-of":
-            from ganno_bench.best_of import BestOfAgent, BestOfConfig
-
-            table.pop("method")
-            member = table.pop("member", None)
-            if not isinstance(member, dict):
-                raise ValueError(
-                    f"{path}: best-of baseline {name!r} needs a [{name}.member] table "
-                    "(the schedule it grid-searches, with 'scheduler' or 'rule')"
-                )
-            (template,) = _agents_from_tables(path, {f"{name}.member": member}).values()
-            agents[name] = BestOfAgent(name, template, BestOfConfig(**table))
-        elif table.get("method") == "arbiter":
-            from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig
-
-            table.pop("method")
-            agents[name] = ArbiterAgent(name, ArbiterConfig(**table))
-        elif "scheduler" in table:
-            agents[name] = GlobalScheduleAgent(name, table.pop("scheduler"), table, base_lr)
-        elif "rule" in table:
-            agents[name] = LayerwiseRuleAgent(name, table.pop("rule"), table, base_lr)
-        elif "batch_rule" in table:  # the batch-size track's heuristics
-            from ganno_bench.batch_scripted import BatchRuleAgent
-
-            agents[name] = BatchRuleAgent(name, table.pop("batch_rule"), table)
-        else:
-            raise ValueError(
-                f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' "
-                'or a method ("pbt", "best-of", "family", "arbiter")'
-            )
+        try:
+            agents[name] = _agent_from_table(path, name, dict(table))
+        except TypeError as exc:  # an unknown or missing setting of a config dataclass
+            raise ValueError(f"{path}: baseline {name!r}: {exc}") from exc
     return agents
+
+
+def _agent_from_table(path: Path, name: str, table: dict[str, Any]) -> Any:
+    method = table.pop("method", None)
+    if method is not None and "base_lr" in table:
+        raise ValueError(
+            f"{path}: baseline {name!r} (method {method!r}) takes no base_lr; a best-of "
+            "method's base rate goes in its member table"
+        )
+    base_lr = table.pop("base_lr", None)
+    table.pop("tuned_on", None)  # provenance, not a setting
+    if method == "family":
+        from ganno_bench.boil import FamilyScheduleAgent
+
+        return FamilyScheduleAgent(name, per_id=dict(table["per_id"]))
+    if method == "pbt":
+        from ganno_bench.pbt import PBTAgent, PBTConfig
+
+        if "perturbation_factors" in table:
+            table["perturbation_factors"] = tuple(table["perturbation_factors"])
+        return PBTAgent(name, PBTConfig(**table))
+    if method == "best-of":
+        from ganno_bench.best_of import BestOfAgent, BestOfConfig
+
+        member = table.pop("member", None)
+        if not isinstance(member, dict):
+            raise ValueError(
+                f"{path}: best-of baseline {name!r} needs a [{name}.member] table "
+                "(the schedule it grid-searches, with 'scheduler' or 'rule')"
+            )
+        template = _agent_from_table(path, f"{name}.member", dict(member))
+        return BestOfAgent(name, template, BestOfConfig(**table))
+    if method == "arbiter":
+        from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig
+
+        return ArbiterAgent(name, ArbiterConfig(**table))
+    if method is None and "scheduler" in table:
+        return GlobalScheduleAgent(name, table.pop("scheduler"), table, base_lr)
+    if method is None and "rule" in table:
+        return LayerwiseRuleAgent(name, table.pop("rule"), table, base_lr)
+    if method is None and "batch_rule" in table:  # the batch-size track's heuristics
+        from ganno_bench.batch_scripted import BatchRuleAgent
+
+        return BatchRuleAgent(name, table.pop("batch_rule"), table)
+    got = f"method {method!r}" if method else f"keys {sorted(table)}"
+    raise ValueError(
+        f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' or a method "
+        f'("pbt", "best-of", "family", "arbiter"); got {got}'
+    )

@@ -129,7 +129,7 @@ def test_card_records_the_single_thread_its_episodes_ran_with():
         torch.set_num_threads(before)
     assert card["hardware"]["torch_threads"] == 1
     assert card["hardware"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert card["hardware"]["cpu_model"]
+    assert isinstance(card["hardware"]["cpu_model"], str)
 
 
 def _cli(*args: str) -> list[str]:

@@ -360,6 +360,17 @@ def test_cards_covering_different_seeds_are_merged(tmp_path, cards):
     (row,) = _table(md, "### Ranking")
     assert row[1] == "random" and row[6:8] == ["2", "12"]
     assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores_for(cards["random"])), abs=5e-4)
+    # another seed of another task version or agent config is refused, naming both files
+    for edit in (
+        lambda c: c["envs"][IDS[0]].update(version=9),
+        lambda c: c["envs"][IDS[1]].update(overrides={"decisions": 2}),
+        lambda c: c["agent"]["config"].update(decades=2.0),
+    ):
+        changed = copy.deepcopy(seed1)
+        edit(changed)
+        folder = _write_all(tmp_path / "res-bad", {"random-s0": seed0, "random-s1": changed})
+        with pytest.raises(ValueError, match=r"random-s0\.json and .*random-s1\.json.*pooled"):
+            render_leaderboard(folder, tmp_path / "out-bad", **TABLES)
     # the same seed twice is still an overlap, named with the seed
     folder = _write_all(tmp_path / "res2", {"random-s0": seed0, "random-all": cards["random"]})
     with pytest.raises(ValueError, match=r"random-all\.json.*random-s0\.json.*seed 0"):
