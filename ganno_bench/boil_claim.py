@@ -20,6 +20,7 @@ experiment resumes.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,13 +38,16 @@ def _incumbent_at(
     trace: Sequence[dict[str, Any]], budget: float, spent: str = "wall_time_s"
 ) -> float:
     """The score held once ``budget`` of ``spent`` (``wall_time_s`` or ``cost``, the inner
-    steps) was used (the first incumbent before any run ended)."""
+    steps) was used; NaN before the first run ended (nothing held yet)."""
     held = [t["score"] for t in trace if t[spent] <= budget]
-    return held[-1] if held else trace[0]["score"]
+    return held[-1] if held else math.nan
 
 
 def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean with a 95% t-interval; NaN if any value is (a seed that held nothing yet)."""
     x = np.asarray(values, dtype=float)
+    if np.isnan(x).any():
+        return math.nan, math.nan, math.nan
     if x.size < 2 or np.all(x == x[0]):
         return float(x.mean()), float(x.mean()), float(x.mean())
     low, high = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
@@ -127,7 +131,8 @@ def run_claim(
             "the incumbent's full-length `1 - val_loss / log(classes)` on train instances "
             f"{list(score_instances)} (not tuned on; higher is better), "
             "mean over seeds [95% t-interval]; cost in inner steps; 'at equal time' is the "
-            "score each method held when the fastest method (by mean wall time) had finished, "
+            "score each method held when the fastest method (by mean wall time) had finished "
+            "('none yet' where a seed had not finished a run by then), "
             "'at equal steps' the score it held when it had spent as many inner steps as the "
             "cheapest method (by mean cost) spent in all (compute alone, the optimiser's own "
             "overhead not counted).",
@@ -165,7 +170,10 @@ def claim_table(records: Sequence[dict[str, Any]]) -> str:
                 _mean_ci([_incumbent_at(r["trace"], min(walls.values())) for r in runs]),
                 _mean_ci([_incumbent_at(r["trace"], min(costs.values()), "cost") for r in runs]),
             ]
-            scores = " | ".join(f"{c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}]" for c in cells)
+            scores = " | ".join(
+                "none yet" if math.isnan(c[0]) else f"{c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}]"
+                for c in cells
+            )
             lines.append(f"| {env_id} | {m} | {scores} | {costs[m]:.0f} | {walls[m]:.1f} |")
     return "\n".join(lines)
 

@@ -125,7 +125,7 @@ def test_tuned_schedules_are_frozen_and_load_as_an_agent(tmp_path):
         agent.reset(env.task, None, env.possible_agents, 0)
 
 
-def test_claim_table_scores_at_equal_wall_time():
+def test_claim_table_scores_at_equal_wall_time_and_equal_steps():
     def record(method, seed, points):
         trace = [{"wall_time_s": w, "score": s, "cost": c} for w, s, c in points]
         return {"env_id": "x", "method": method, "seed": seed, "trace": trace}
@@ -137,10 +137,11 @@ def test_claim_table_scores_at_equal_wall_time():
         record("slow", 1, [(3.0, 0.2, 10), (6.0, 1.0, 20)]),
     ]
     assert _incumbent_at(records[2]["trace"], 2.0) == 0.1
-    assert _incumbent_at(records[3]["trace"], 2.0) == 0.2  # nothing yet: the first incumbent
+    assert math.isnan(_incumbent_at(records[3]["trace"], 2.0))  # no run had ended yet
     rows = {line.split("|")[2].strip(): line for line in claim_table(records).splitlines()[2:]}
     assert rows["fast"].split("|")[3].strip().startswith("0.7000")  # final mean of .6, .8
-    assert rows["slow"].split("|")[4].strip().startswith("0.1500")  # at fast's 2.0 s
+    assert rows["slow"].split("|")[4].strip() == "none yet"  # seed 1 had held nothing at 2 s
+    assert rows["fast"].split("|")[4].strip().startswith("0.7000")  # at its own end
     # equal steps: both spent 20 in all, so each holds its final score
     assert rows["slow"].split("|")[5].strip().startswith("0.9500")
     assert _incumbent_at(records[2]["trace"], 15, "cost") == 0.1
@@ -148,5 +149,6 @@ def test_claim_table_scores_at_equal_wall_time():
     rows = {
         line.split("|")[2].strip(): line for line in claim_table([*records, cheap]).splitlines()[2:]
     }
-    assert rows["fast"].split("|")[5].strip().startswith("0.6000")  # at cheap's 8 steps
-    assert rows["cheap"].split("|")[4].strip().startswith("0.3000")  # at fast's 2.0 s
+    assert rows["fast"].split("|")[5].strip() == "none yet"  # 8 steps: before its first run
+    assert rows["cheap"].split("|")[5].strip().startswith("0.4000")  # its own 8 steps
+    assert rows["cheap"].split("|")[4].strip() == "none yet"  # at fast's 2.0 s
