@@ -15,6 +15,7 @@ import json
 import os
 import platform
 from collections import defaultdict
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,16 @@ def hardware(torch_threads: int | None = None) -> dict[str, Any]:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
+
+
+def same_processor(recorded: Mapping[str, Any] | None) -> bool:
+    """Whether numbers made on the ``recorded`` hardware can be expected bitwise here: the
+    same processor model and torch CPU capability (float32 kernels round per ISA). False
+    when the record does not say (files made before cards recorded the processor)."""
+    if not recorded or "cpu_model" not in recorded:
+        return False
+    here = hardware()
+    return all(recorded.get(k) == here[k] for k in ("cpu_model", "torch_cpu_capability"))
 
 
 def _cpu_model() -> str:

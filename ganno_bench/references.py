@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ganno_bench.cards import hardware
 from ganno_bench.instances import FROZEN_SPLITS, instances_hash
 from ganno_bench.registry import make, spec, track_of
 from ganno_bench.task import TaskSpec
@@ -300,6 +301,7 @@ def _freeze(
         "version": task.version,
         "instances_sha256": {s: instances_hash(task.frozen_instances(s)) for s in FROZEN_SPLITS},
         "splits": splits,
+        "hardware": hardware(torch_threads=1),  # references are machine-specific bitwise
     }
     if overrides:  # never the case for shipped references (the LR files have no such key)
         payload["overrides"] = dict(overrides)

@@ -48,7 +48,8 @@ def test_demo_shows_the_agents_and_ends_with_a_table_with_cis(capsys):
     assert len(committed) == DEMO_TOP
     iqms = [float(line.split()[1]) for line in committed]
     assert iqms == sorted(iqms, reverse=True)
-    assert all(line.split()[-1] == "32" for line in committed)  # every test instance, seed 0
+    # every one of the 32 test instances, for each of an agent's seeds
+    assert all(int(line.split()[-1]) % 32 == 0 for line in committed)
 
 
 def test_unknown_id_exits_2_and_names_the_closest(capsys):

@@ -132,6 +132,17 @@ def test_card_records_the_single_thread_its_episodes_ran_with():
     assert isinstance(card["hardware"]["cpu_model"], str)
 
 
+def test_same_processor_needs_a_recorded_matching_processor():
+    from ganno_bench.cards import hardware, same_processor
+
+    here = hardware()
+    assert same_processor(here)
+    assert not same_processor(None)
+    assert not same_processor({k: v for k, v in here.items() if k != "cpu_model"})
+    assert not same_processor({**here, "cpu_model": here["cpu_model"] + " (another)"})
+    assert not same_processor({**here, "torch_cpu_capability": "another ISA"})
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ganno_bench.cli", *args]
 
