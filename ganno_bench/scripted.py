@@ -192,12 +192,8 @@ def load_baselines(path: Path) -> dict[str, Any]:
     (schedules, layerwise rules, ``method = "pbt"``, ``method = "best-of"``, BOIL's
     ``method = "family"``, and the batch-size track's ``batch_rule`` and
     ``method = "arbiter"``)."""
-    return _agents_from_tables(path, tomllib.loads(path.read_text()))
-
-
-def _agents_from_tables(path: Path, tables: dict[str, Any]) -> dict[str, Any]:
     agents: dict[str, Any] = {}
-    for name, table in tables.items():
+    for name, table in tomllib.loads(path.read_text()).items():
         try:
             agents[name] = _agent_from_table(path, name, dict(table))
         except TypeError as exc:  # an unknown or missing setting of a config dataclass
@@ -247,7 +243,7 @@ def _agent_from_table(path: Path, name: str, table: dict[str, Any]) -> Any:
         from ganno_bench.batch_scripted import BatchRuleAgent
 
         return BatchRuleAgent(name, table.pop("batch_rule"), table)
-    got = f"method {method!r}" if method else f"keys {sorted(table)}"
+    got = f"method {method!r}" if method is not None else f"keys {sorted(table)}"
     raise ValueError(
         f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' or a method "
         f'("pbt", "best-of", "family", "arbiter"); got {got}'
