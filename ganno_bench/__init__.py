@@ -7,22 +7,21 @@ Gymnasium::
     env = ganno_bench.make("ganno/LayerLR-MLP-Easy-v0", split="test")
 """
 
-__version__ = "0.1.0"
-
-from ganno_bench.agents import Agent, FunctionAgent, PrivilegedAgent, ScheduleAgent
-from ganno_bench.batch_task import BatchSizeTaskSpec
+from ganno_bench.agents.protocol import Agent, FunctionAgent, PrivilegedAgent, ScheduleAgent
+from ganno_bench.benchmark.evaluation import evaluate
 from ganno_bench.envs import (
     BatchSizeEnv,
     CentralisedBatchSizeEnv,
     CentralisedLayerLREnv,
     LayerLREnv,
 )
-from ganno_bench.evaluation import evaluate
-from ganno_bench.instances import Instance, InstanceSpace
-from ganno_bench.models import ModelConfig
-from ganno_bench.registry import UnknownEnvironmentError, list_envs, make, register, spec
-from ganno_bench.suite import register_suite, registration_errors
-from ganno_bench.task import DataConfig, TaskSpec
+from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, register, spec
+from ganno_bench.envs.suite import register_suite, registration_errors
+from ganno_bench.inner.batch_task import BatchSizeTaskSpec
+from ganno_bench.inner.instances import Instance, InstanceSpace
+from ganno_bench.inner.models import ModelConfig
+from ganno_bench.inner.task import DataConfig, TaskSpec
+from ganno_bench.version import __version__
 
 register_suite()
 

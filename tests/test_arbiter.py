@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import ganno_bench
-from ganno_bench.arbiter import ArbiterAgent, ArbiterConfig, batch_from_logit
-from ganno_bench.cards import CardError, validate_card
-from ganno_bench.evaluation import run_episode
-from ganno_bench.zoo import load_agent
+from ganno_bench.baselines.arbiter import ArbiterAgent, ArbiterConfig, batch_from_logit
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import CardError, validate_card
+from ganno_bench.benchmark.evaluation import run_episode
 
 EASY = "ganno/BatchSize-MLP-Easy-v0"
 TINY = {"decisions": 4, "samples_per_decision": 256}

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import ganno_bench
-from ganno_bench.batch_scripted import BatchRuleAgent
-from ganno_bench.evaluation import run_episode
-from ganno_bench.instances import Instance
-from ganno_bench.zoo import load_agent
+from ganno_bench.baselines.batch_rules import BatchRuleAgent
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.evaluation import run_episode
+from ganno_bench.inner.instances import Instance
 
 T = 20
 TASK = ganno_bench.spec("ganno/BatchSize-MLP-Easy-v0").with_overrides(decisions=T)

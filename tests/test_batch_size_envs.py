@@ -16,11 +16,11 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import ganno_bench
-from ganno_bench.batch_task import BatchSizeTaskSpec, update_sizes
+from ganno_bench.benchmark.evaluation import resolve_ids
 from ganno_bench.envs import BatchSizeEnv, CentralisedBatchSizeEnv
 from ganno_bench.envs.batch_observation import BATCH_FEATURE_NAMES
-from ganno_bench.evaluation import resolve_ids
-from ganno_bench.noise_scale import NoiseScaleEMA, estimate_noise, noise_scale
+from ganno_bench.inner.batch_task import BatchSizeTaskSpec, update_sizes
+from ganno_bench.inner.noise_scale import NoiseScaleEMA, estimate_noise, noise_scale
 
 from .conftest import BATCH_SIZE_IDS, SUITE_IDS, run_episode
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import ganno_bench
-from ganno_bench.best_of import BestOfAgent, BestOfConfig, best_member, log_rate_grid
-from ganno_bench.scripted import GlobalScheduleAgent, LayerwiseRuleAgent, load_baselines
-from ganno_bench.zoo import load_agent
+from ganno_bench.baselines.best_of import BestOfAgent, BestOfConfig, best_member, log_rate_grid
+from ganno_bench.baselines.configs import load_baselines
+from ganno_bench.baselines.schedules import GlobalScheduleAgent, LayerwiseRuleAgent
+from ganno_bench.baselines.zoo import load_agent
 
 EASY = "ganno/LayerLR-MLP-Easy-v0"
 TINY = {"decisions": 4, "inner_steps": 3}
@@ -36,7 +37,7 @@ def test_best_member_ranks_by_validation_loss_with_diverged_and_nan_last():
 
 def _stub_members(monkeypatch, val_losses, test_losses, diverged=None):
     """Members that report made-up losses by grid position; returns the base rates seen."""
-    import ganno_bench.evaluation
+    import ganno_bench.benchmark.evaluation
 
     seen: list[float] = []
 
@@ -50,7 +51,7 @@ def _stub_members(monkeypatch, val_losses, test_losses, diverged=None):
         }
         return {"final": final, "curves": {}, "lrs": [[member.base_lr]], "return": 0.0}
 
-    monkeypatch.setattr(ganno_bench.evaluation, "play_episode", fake_play)
+    monkeypatch.setattr(ganno_bench.benchmark.evaluation, "play_episode", fake_play)
     return seen
 
 

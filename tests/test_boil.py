@@ -10,17 +10,19 @@ import pytest
 from scipy import stats as sps
 
 import ganno_bench
-from ganno_bench.boil import (
+from ganno_bench.baselines.boil import (
     BOIL,
-    FamilyScheduleAgent,
     compress_curve,
-    env_objective,
     log_expected_improvement,
     logistic_weights,
+)
+from ganno_bench.baselines.configs import load_baselines
+from ganno_bench.baselines.schedule_family import (
+    FamilyScheduleAgent,
+    env_objective,
     tune_schedules,
 )
-from ganno_bench.boil_claim import _incumbent_at, claim_table
-from ganno_bench.scripted import load_baselines
+from ganno_bench.experiments.boil_claim import _incumbent_at, claim_table
 
 EASY = "ganno/LayerLR-MLP-Easy-v0"
 

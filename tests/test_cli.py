@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ganno_bench.cli import DEMO_AGENTS, DEMO_TOP, main
+from ganno_bench.cli.demo import DEMO_AGENTS, DEMO_TOP
+from ganno_bench.cli.main import main
 
 from .conftest import ALL_IDS
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganno_bench.cards import load_card, same_processor
-from ganno_bench.evaluation import run_episode, single_threaded
-from ganno_bench.references import load_references
-from ganno_bench.zoo import load_agent
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import card_files, load_card, same_processor
+from ganno_bench.benchmark.evaluation import run_episode, single_threaded
+from ganno_bench.benchmark.scoring import load_references
 
 RESULTS = Path(__file__).resolve().parent.parent / "leaderboards" / "results"
-CARDS = sorted(RESULTS.glob("*.json"))
+CARDS = card_files(RESULTS)
 # a sample of the cards, and every card made on this kind of processor (float32 results,
 # and so episodes, are bitwise per processor: the README's "Same machine, same numbers")
 MADE_HERE = [p for p in CARDS if same_processor(load_card(p).get("hardware"))]

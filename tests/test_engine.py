@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganno_bench.data.dataset import ArrayDataset, split_arrays
-from ganno_bench.engine import TorchTrainer
-from ganno_bench.instances import Instance
-from ganno_bench.models import ModelConfig, build_network, trainable_layers
+from ganno_bench.inner.instances import Instance
+from ganno_bench.inner.models import ModelConfig, build_network, trainable_layers
+from ganno_bench.inner.torch_trainer import TorchTrainer
 
 CLASSES = 3
 MLP = ModelConfig(kind="mlp", hidden=(16, 8))

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import ganno_bench
-from ganno_bench.agents import FunctionAgent, ScheduleAgent
-from ganno_bench.cards import CardError, load_card, validate_card
-from ganno_bench.evaluation import resolve_ids
-from ganno_bench.zoo import UnknownAgentError, builtin_agents, load_agent
+from ganno_bench.agents.protocol import FunctionAgent, ScheduleAgent
+from ganno_bench.baselines.zoo import UnknownAgentError, builtin_agents, load_agent
+from ganno_bench.benchmark.cards import CardError, load_card, validate_card
+from ganno_bench.benchmark.evaluation import resolve_ids
 
 TINY = {"decisions": 3, "inner_steps": 2}
 EASY = "ganno/LayerLR-MLP-Easy-v0"
@@ -133,7 +133,7 @@ def test_card_records_the_single_thread_its_episodes_ran_with():
 
 
 def test_same_processor_needs_a_recorded_matching_processor():
-    from ganno_bench.cards import hardware, same_processor
+    from ganno_bench.benchmark.cards import hardware, same_processor
 
     here = hardware()
     assert same_processor(here)
@@ -144,7 +144,7 @@ def test_same_processor_needs_a_recorded_matching_processor():
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ganno_bench.cli", *args]
+    return [sys.executable, "-m", "ganno_bench.cli.main", *args]
 
 
 def test_a_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path):
@@ -232,7 +232,7 @@ def test_unknown_agent_and_unknown_ids_are_clear_errors(capsys):
         load_agent("no_such_module:agent")
     with pytest.raises(ganno_bench.UnknownEnvironmentError, match="no registered id matches"):
         resolve_ids(["ganno/*Huge*"])
-    from ganno_bench.cli import main
+    from ganno_bench.cli.main import main
 
     assert main(["evaluate", "--agent", "nope", "--env", EASY]) == 2
     assert "Built-in agents" in capsys.readouterr().err

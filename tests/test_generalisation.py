@@ -10,15 +10,16 @@ import pytest
 from scipy import stats as sps
 
 import ganno_bench
-from ganno_bench.cli import main
-from ganno_bench.generalisation import (
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import load_card
+from ganno_bench.benchmark.leaderboard import scores_for
+from ganno_bench.cli.main import main
+from ganno_bench.experiments.generalisation import (
     generalisation_table,
     merge_seed_cards,
     reproduce_generalisation,
     shipped_policies,
 )
-from ganno_bench.leaderboard import scores_for
-from ganno_bench.zoo import load_agent
 
 TARGETS = ("ganno/LayerLR-MLP-Hard-v0", "ganno/LayerLR-CNN-Easy-v0")
 TINY = {"decisions": 3, "inner_steps": 2}
@@ -62,7 +63,7 @@ def reproduced(tmp_path_factory, baseline_cards) -> tuple:
 def test_policy_cards_of_each_seed_are_merged_with_seeds_as_training_seeds(reproduced):
     out, _ = reproduced
     cards = [
-        json.loads((out / "cards" / f"ppo-mlp-easy-seed{s}-test.json").read_text()) for s in (0, 1)
+        load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)
     ]
     assert [c["seeds"] for c in cards] == [[0], [1]]
     merged = merge_seed_cards(cards, "ppo-mlp-easy")
@@ -85,7 +86,7 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
     assert table["metric"] == "neg_test_loss"  # overridden tasks have no reference values
     assert {r["agent"] for r in table["baselines"]} == {"constant", "random"}
     cards = [
-        json.loads((out / "cards" / f"ppo-mlp-easy-seed{s}-test.json").read_text()) for s in (0, 1)
+        load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)
     ]
     mine = scores_for(merge_seed_cards(cards, "ppo-mlp-easy"), "neg_test_loss")
     pooled = np.concatenate([mine[t] for t in sorted(mine)])
@@ -114,7 +115,7 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
 def test_baselines_missing_a_target_are_left_out(reproduced, baseline_cards):
     out, _ = reproduced
     cards = [
-        json.loads((out / "cards" / f"ppo-mlp-easy-seed{s}-test.json").read_text()) for s in (0, 1)
+        load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)
     ]
     partial = copy.deepcopy(baseline_cards[0])
     partial["episodes"] = [e for e in partial["episodes"] if e["env_id"] == TARGETS[0]]
@@ -137,10 +138,10 @@ def test_reproduce_command_with_a_missing_policy_names_the_file(tmp_path, capsys
 
 
 def test_a_rerun_reuses_the_finished_per_seed_cards(reproduced, monkeypatch):
-    import ganno_bench.generalisation as gen
+    import ganno_bench.experiments.generalisation as gen
 
     out, _ = reproduced
-    before = json.loads((out / "cards" / "ppo-mlp-easy-seed1-test.json").read_text())
+    before = load_card(out / "cards" / "ppo-mlp-easy-seed1-test.json.gz")
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished per-seed card was evaluated again")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import ganno_bench
-from ganno_bench import suite
-from ganno_bench.instances import (
+from ganno_bench.envs import suite
+from ganno_bench.inner.instances import (
     FROZEN_SPLITS,
     SEED_RANGES,
     Instance,

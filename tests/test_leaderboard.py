@@ -12,10 +12,10 @@ import pytest
 from scipy import stats as sps
 
 import ganno_bench
-from ganno_bench import stats
-from ganno_bench.cards import CardError, write_card
-from ganno_bench.leaderboard import (
-    _ragged_mean,
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark import stats
+from ganno_bench.benchmark.cards import CardError, write_card
+from ganno_bench.benchmark.leaderboard import (
     compare,
     family_of,
     load_cards,
@@ -23,7 +23,7 @@ from ganno_bench.leaderboard import (
     render_leaderboard,
     scores_for,
 )
-from ganno_bench.zoo import load_agent
+from ganno_bench.benchmark.leaderboard.plots import _ragged_mean
 
 IDS = ["ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"]
 AGENTS = ["constant", "halve-on-plateau", "random"]
@@ -459,7 +459,8 @@ def test_experiment_reports_beside_the_leaderboard_are_linked(tmp_path, results,
 
 
 def test_compute_table_compares_outer_loops_with_the_best_single_run_and_equal_compute():
-    from ganno_bench.leaderboard import Run, _Boot, _compute_rows
+    from ganno_bench.benchmark.leaderboard import Run
+    from ganno_bench.benchmark.leaderboard.tables import Bootstrap, _compute_rows
 
     rng = np.random.default_rng(3)
     ids = ["ganno/a-v0", "ganno/b-v0"]
@@ -480,7 +481,7 @@ def test_compute_table_compares_outer_loops_with_the_best_single_run_and_equal_c
         Run(name, "test", compute.get(name, 1.0), name == "oracle")
         for name in ["pbt", "strong", "weak", "search", "one-id", "oracle"]
     ]
-    boot = _Boot(0, 200)
+    boot = Bootstrap(0, 200)
     rows = _compute_rows(runs, scores, boot)
     pbt_rows = [r for r in rows if r[0] == "pbt"]
     assert [r[4] for r in pbt_rows] == [
@@ -536,7 +537,7 @@ def _bs_section(md: str, split: str) -> str:
 
 
 def test_tracks_have_separate_tables_and_plots(tmp_path, cards, bs_cards):
-    from ganno_bench.leaderboard import track_of_id
+    from ganno_bench.benchmark.leaderboard import track_of_id
 
     assert [track_of_id(i) for i in IDS + BS_IDS] == ["layer-lr"] * 2 + ["batch-size"] * 2
     assert track_of_id("someone/BatchSize-Mine-v0") == "batch-size"

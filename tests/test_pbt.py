@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 import ganno_bench
-from ganno_bench.pbt import (
+from ganno_bench.baselines.pbt import (
     PBTAgent,
     PBTConfig,
     exploit_plan,
@@ -17,7 +17,7 @@ from ganno_bench.pbt import (
     quantiles,
     ready_members,
 )
-from ganno_bench.zoo import load_agent
+from ganno_bench.baselines.zoo import load_agent
 
 EASY = "ganno/LayerLR-MLP-Easy-v0"
 TINY = {"decisions": 6, "inner_steps": 3}

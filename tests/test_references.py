@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 
 import ganno_bench
-from ganno_bench.cards import hardware, same_processor
-from ganno_bench.evaluation import resolve_ids, run_episode, single_threaded
-from ganno_bench.references import (
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import hardware, same_processor
+from ganno_bench.benchmark.evaluation import resolve_ids, run_episode, single_threaded
+from ganno_bench.benchmark.references import (
     BATCH_GRID,
     GRIDS,
     compute_references,
     instance_references,
-    load_references,
-    normalised_score,
-    references_path,
 )
-from ganno_bench.zoo import load_agent
+from ganno_bench.benchmark.scoring import load_references, normalised_score, references_path
 
 # Every id of the layerwise-LR suite ("all") ships references; the batch-size track's are
 # checked wherever they are shipped (computed by `ganno-bench references --env batch-size`).
@@ -53,8 +51,8 @@ def test_rescore_recomputes_scores_from_losses_and_leaves_overridden_ones_null()
     import copy
 
     import ganno_bench
-    from ganno_bench.references import rescore
-    from ganno_bench.zoo import load_agent
+    from ganno_bench.baselines.zoo import load_agent
+    from ganno_bench.benchmark.scoring import rescore
 
     env_id = "ganno/LayerLR-MLP-Easy-v0"
     card = ganno_bench.evaluate(
@@ -175,7 +173,10 @@ def test_computing_references_resumes_and_freezes_batch_size_ids(tmp_path, monke
     frozen once complete, in the LR track's format with the batch grid's keys."""
     env_id = "ganno/BatchSize-MLP-Hard-v0"
     task = ganno_bench.spec(env_id)
-    monkeypatch.setattr("ganno_bench.references.references_path", lambda i: tmp_path / "r.json")
+    for module in ("references", "scoring"):  # where it is frozen, where it is read
+        monkeypatch.setattr(
+            f"ganno_bench.benchmark.{module}.references_path", lambda i: tmp_path / "r.json"
+        )
     counts = {s: len(task.frozen_instances(s)) for s in ("test", "test-ood")}
     calls = []
     real = instance_references
@@ -196,7 +197,7 @@ def test_computing_references_resumes_and_freezes_batch_size_ids(tmp_path, monke
             "best_loss": 1.0 + index,
         }
 
-    monkeypatch.setattr("ganno_bench.references.instance_references", fake)
+    monkeypatch.setattr("ganno_bench.benchmark.references.instance_references", fake)
     work = tmp_path / "work.jsonl"
     # an earlier, killed run finished test 1 and was cut while writing test 2
     work.write_text(json.dumps(fake(env_id, "test", 1)) + "\n" + '{"env_id": "ganno/Ba')
@@ -239,7 +240,7 @@ def test_references_for_other_instances_are_refused(tmp_path, monkeypatch):
     data["instances_sha256"]["test"] = "0" * 64
     path = tmp_path / references_path(env_id).name
     path.write_text(json.dumps(data))
-    monkeypatch.setattr("ganno_bench.references.references_path", lambda _: path)
+    monkeypatch.setattr("ganno_bench.benchmark.scoring.references_path", lambda _: path)
     with pytest.raises(ValueError, match="other test instances"):
         load_references(env_id)
 
@@ -247,7 +248,7 @@ def test_references_for_other_instances_are_refused(tmp_path, monkeypatch):
 def test_evaluate_scores_batch_size_episodes_once_references_exist(monkeypatch):
     """With references for a batch-size id, `evaluate` fills its episodes' normalised
     scores like the LR track's (and `rescore` agrees): bs-constant scores 0."""
-    from ganno_bench.references import rescore
+    from ganno_bench.benchmark.scoring import rescore
 
     env_id = "ganno/BatchSize-MLP-Easy-v0"
     with single_threaded():
@@ -257,8 +258,8 @@ def test_evaluate_scores_batch_size_episodes_once_references_exist(monkeypatch):
     def fake_load(i):
         return shipped if i == env_id else None
 
-    monkeypatch.setattr("ganno_bench.evaluation.load_references", fake_load)
-    monkeypatch.setattr("ganno_bench.references.load_references", fake_load)
+    monkeypatch.setattr("ganno_bench.benchmark.evaluation.load_references", fake_load)
+    monkeypatch.setattr("ganno_bench.benchmark.scoring.load_references", fake_load)
     card = ganno_bench.evaluate(
         load_agent("bs-constant"), ["batch-size"], "test", seeds=[0], instances=[0],
         progress=False,

@@ -9,7 +9,7 @@ import pettingzoo
 import pytest
 
 import ganno_bench
-from ganno_bench import suite
+from ganno_bench.envs import suite
 
 from .conftest import ALL_IDS, BATCH_SIZE_IDS, SUITE_IDS
 

@@ -10,10 +10,10 @@ import torch
 from torch.optim import lr_scheduler
 
 import ganno_bench
-from ganno_bench.evaluation import run_episode
-from ganno_bench.instances import Instance
-from ganno_bench.scripted import GlobalScheduleAgent, LayerwiseRuleAgent
-from ganno_bench.zoo import load_agent
+from ganno_bench.baselines.schedules import GlobalScheduleAgent, LayerwiseRuleAgent
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.evaluation import run_episode
+from ganno_bench.inner.instances import Instance
 
 T = 20
 BASE = 0.05

@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from ganno_bench.stats import (
+from ganno_bench.benchmark.stats import (
     AGGREGATES,
     Estimate,
     aggregate,

@@ -10,10 +10,10 @@ import torch
 from scipy import stats as sps
 
 import ganno_bench
-from ganno_bench.cli import main
-from ganno_bench.policy_agent import PolicyAgent, load_policy
-from ganno_bench.training import latest_checkpoint, load_ppo_config, train_ppo
-from ganno_bench.zoo import UnknownAgentError, load_agent
+from ganno_bench.baselines.policy import PolicyAgent, load_policy
+from ganno_bench.baselines.ppo import latest_checkpoint, load_ppo_config, train_ppo
+from ganno_bench.baselines.zoo import UnknownAgentError, load_agent
+from ganno_bench.cli.main import main
 
 EASY = "ganno/LayerLR-MLP-Easy-v0"
 TINY = {"decisions": 8, "inner_steps": 5}

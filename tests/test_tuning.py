@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ganno_bench.tuning as tuning
-from ganno_bench.references import GRIDS
-from ganno_bench.scripted import GlobalScheduleAgent, load_baselines
+import ganno_bench.baselines.tuning as tuning
+from ganno_bench.baselines.configs import load_baselines
+from ganno_bench.baselines.schedules import GlobalScheduleAgent
+from ganno_bench.benchmark.references import GRIDS
 
 EASY = "ganno/LayerLR-MLP-Easy-v0"
 TINY = {"decisions": 3, "inner_steps": 3}
@@ -48,8 +49,8 @@ def test_tuned_configs_round_trip_into_agents(tmp_path):
 def test_tune_command_updates_only_the_asked_baseline_and_keeps_the_rest(
     tmp_path, monkeypatch, capsys
 ):
-    import ganno_bench.zoo as zoo
-    from ganno_bench.cli import main
+    import ganno_bench.baselines.files as files
+    from ganno_bench.cli.main import main
 
     other = "ganno/LayerLR-CNN-Easy-v0"
     tuning.write_tuned(
@@ -62,7 +63,7 @@ def test_tune_command_updates_only_the_asked_baseline_and_keeps_the_rest(
         calls.append((name, env_id, list(instances), list(seeds)))
         return 0.01, {0.01: 1.0}
 
-    monkeypatch.setattr(zoo, "baselines_dir", lambda: tmp_path)
+    monkeypatch.setattr(files, "baselines_dir", lambda: tmp_path)
     monkeypatch.setattr(tuning, "grid_search", fake_grid_search)
     assert main(["tune", "--baseline", "tuned-constant", "--env", EASY, "--instances", "2"]) == 0
     assert calls == [("tuned-constant", EASY, [0, 1], [0])]

@@ -111,7 +111,7 @@ def test_networks_with_parameters_outside_layers_are_refused():
         def forward(self, x):
             return self.norm(self.lin(x))
 
-    spaces = ganno_bench.registry.make_spaces(
+    spaces = ganno_bench.envs.registry.make_spaces(
         {
             "train": {
                 "log10_lr": [-2, -1],

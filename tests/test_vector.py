@@ -1,4 +1,4 @@
-"""ganno_bench.vector: the SuperSuit parameter-shared SB3 path with seeding and truncation fixed.
+"""The vector env: the SuperSuit parameter-shared SB3 path with seeding and truncation fixed.
 
 Each test also checks, where it is cheap, that the plain SuperSuit path has the problem.
 """
@@ -12,7 +12,7 @@ import torch
 from stable_baselines3 import PPO
 
 import ganno_bench
-from ganno_bench.vector import copy_seeds, make_vec_env
+from ganno_bench.envs.vector import copy_seeds, make_vec_env
 
 ENV_ID = "ganno/LayerLR-MLP-Easy-v0"
 TINY = {"decisions": 3, "inner_steps": 2}

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ganno_bench.envs.observation import LOG_FLOOR
-from ganno_bench.noise_scale import NoiseEstimate
+from ganno_bench.inner.noise_scale import NoiseEstimate
 
 NOISE_SCALE_RANGE = (1.0, 1e7)  # B_simple is clipped to this range before its log
 

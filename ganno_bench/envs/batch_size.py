@@ -5,7 +5,7 @@ number for the whole network). Each step (one *decision*) sets the batch size ``
 the action, runs the decision's updates on exactly ``task.samples_per_decision`` training
 samples (``samples_per_decision // B`` updates of ``B``, then one of the remainder, or the
 remainder merged into the last update when it is below ``batch_bounds[0]``: see
-:func:`ganno_bench.batch_task.update_sizes`), with
+:func:`ganno_bench.inner.batch_task.update_sizes`), with
 the learning rate of the id's fixed schedule, then probes the gradient noise, observes and
 rewards. The budget is therefore counted in samples: a larger batch means fewer updates,
 and ``info["samples_processed"]`` ends at ``decisions * samples_per_decision`` exactly.
@@ -34,8 +34,6 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from ganno_bench.batch_task import BatchSizeTaskSpec, update_sizes
-from ganno_bench.engine import GradientProbe
 from ganno_bench.envs.batch_observation import (
     BATCH_FEATURE_NAMES,
     BatchState,
@@ -53,8 +51,10 @@ from ganno_bench.envs.common import (
     is_numeric,
 )
 from ganno_bench.envs.privileged import PrivilegedView
-from ganno_bench.instances import Instance
-from ganno_bench.noise_scale import NoiseEstimate, estimate_noise
+from ganno_bench.inner.batch_task import BatchSizeTaskSpec, update_sizes
+from ganno_bench.inner.engine import GradientProbe
+from ganno_bench.inner.instances import Instance
+from ganno_bench.inner.noise_scale import NoiseEstimate, estimate_noise
 
 BATCH_ACTION_MODES = ("factor", "absolute")
 CONTROLLER = "controller"
@@ -296,7 +296,7 @@ class BatchSizeEnv(ParallelEnv):
         """White-box access for privileged agents (e.g. Arbiter): the live inner network and
         minibatches of its data, for the current episode (ask again after each reset).
         Agents that use it declare ``privileged = True``, so that their result cards say
-        so (see :class:`ganno_bench.agents.PrivilegedAgent`)."""
+        so (see :class:`ganno_bench.agents.protocol.PrivilegedAgent`)."""
         if self.instance is None:
             raise RuntimeError("privileged_view() needs an episode: call reset() first")
         return PrivilegedView(self.trainer, seed=self.instance.data_seed)

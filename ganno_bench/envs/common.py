@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno_bench.engine import DecisionStats, TorchTrainer
-from ganno_bench.instances import SPLITS, Instance, frozen_instance
-from ganno_bench.task import TaskSpec
+from ganno_bench.inner.engine import DecisionStats
+from ganno_bench.inner.instances import SPLITS, Instance, frozen_instance
+from ganno_bench.inner.task import TaskSpec
+from ganno_bench.inner.torch_trainer import TorchTrainer
 
 
 def check_env_options(

@@ -35,8 +35,8 @@ from ganno_bench.envs.common import (
     is_numeric,
 )
 from ganno_bench.envs.observation import FEATURE_NAMES, build_observations, named, observation_space
-from ganno_bench.instances import Instance
-from ganno_bench.task import TaskSpec
+from ganno_bench.inner.instances import Instance
+from ganno_bench.inner.task import TaskSpec
 
 ACTION_MODES = ("factor", "log_lr")
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from gymnasium import spaces
 
-from ganno_bench.engine import DecisionStats, LayerInfo
-from ganno_bench.models import LAYER_KINDS
+from ganno_bench.inner.engine import DecisionStats, LayerInfo
+from ganno_bench.inner.models import LAYER_KINDS
 
 LOG_FLOOR = -20.0
 

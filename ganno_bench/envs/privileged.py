@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganno_bench.engine import TorchTrainer
-from ganno_bench.models import trainable_layers
+from ganno_bench.inner.models import trainable_layers
+from ganno_bench.inner.torch_trainer import TorchTrainer
 
 VIEW_SALT = 0xA4B1_7E12  # offsets the view's minibatch stream from the env's own streams
 

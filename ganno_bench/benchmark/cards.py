@@ -1,0 +1,197 @@
+"""Result cards: the schema-versioned JSON record of one evaluation run.
+
+A card holds who was evaluated (agent name and configuration), on what (ids with their
+versions and instance hashes, split, seeds), every episode's outcome (final inner-test
+loss and accuracy, normalised score, divergence, per-decision curves and per-layer
+rates), and where (package version, hardware). ``schemas/result_card.schema.json`` is
+the contract; :func:`load_card` refuses anything that does not follow it and says which
+field is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import json
+import os
+import platform
+from collections import defaultdict
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+from ganno_bench.benchmark import curve_store
+
+CARD_KIND = "ganno-bench/result-card"
+SCHEMA_VERSION = 1
+
+
+class CardError(ValueError):
+    """A result card that is malformed, foreign, or of another schema version."""
+
+
+def card_schema() -> dict[str, Any]:
+    return json.loads(
+        resources.files("ganno_bench.benchmark")
+        .joinpath("schemas", "result_card.schema.json")
+        .read_text()
+    )
+
+
+def hardware(torch_threads: int | None = None) -> dict[str, Any]:
+    """Where a run happened: for reading its wall times, and because float32 results (so
+    chaotic training runs) can differ bitwise across processors and thread counts.
+
+    ``torch_threads``: the intra-op threads the run's work used, when that is not this
+    process's current setting (evaluations pin one thread per episode)."""
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "torch": torch.__version__,
+        # the vector ISA torch's CPU kernels use: float32 results differ bitwise across ISAs
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch_threads or torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def same_processor(recorded: Mapping[str, Any] | None) -> bool:
+    """Whether numbers made on the ``recorded`` hardware can be expected bitwise here: the
+    same processor model and torch CPU capability (float32 kernels round per ISA). False
+    when the record does not say (files made before cards recorded the processor)."""
+    if not recorded or "cpu_model" not in recorded:
+        return False
+    here = hardware()
+    return all(recorded.get(k) == here[k] for k in ("cpu_model", "torch_cpu_capability"))
+
+
+def _cpu_model() -> str:
+    """The processor's model name (``platform.processor()`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
+    """Check ``card`` against the schema; a CardError names the first wrong field."""
+    if not isinstance(card, dict):
+        raise CardError(f"{source}: a result card is a JSON object, got {type(card).__name__}")
+    if card.get("kind") != CARD_KIND:
+        raise CardError(
+            f"{source}: not a ganno-bench result card (kind is {card.get('kind')!r}, "
+            f"expected {CARD_KIND!r})"
+        )
+    if card.get("schema_version") != SCHEMA_VERSION:
+        raise CardError(
+            f"{source}: schema_version {card.get('schema_version')!r} is not "
+            f"supported (this ganno-bench reads version {SCHEMA_VERSION})"
+        )
+    validator = jsonschema.Draft202012Validator(card_schema())
+    errors = sorted(validator.iter_errors(card), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise CardError(f"{source}: field {where}: {first.message}{more}")
+    return card
+
+
+def load_card(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a card: plain ``NAME.json``, or compact ``NAME.json.gz`` whose
+    curves come back from ``NAME.curves.npz`` beside it
+    (:mod:`ganno_bench.benchmark.curve_store`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"no result card at {path}")
+    compact = curve_store.is_compact_path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if compact else path.read_bytes()
+        card = json.loads(raw)
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        what = "gzip-compressed JSON" if compact else "valid JSON"
+        raise CardError(f"{path}: not {what} ({exc})") from exc
+    if compact:
+        store = curve_store.store_path(path)
+        if not store.exists():
+            raise CardError(
+                f"{path} is a compact card but its curves file {store.name} is not beside "
+                "it: copy both files together"
+            )
+        if not isinstance(card, dict) or not isinstance(card.get("episodes"), list):
+            raise CardError(f"{path}: a result card is a JSON object with episodes")
+        try:
+            card = curve_store.merge_store(card, store)
+        except (curve_store.CurveStoreError, KeyError, TypeError) as exc:
+            raise CardError(f"{path}: {exc}") from exc
+    return validate_card(card, str(path))
+
+
+def write_card(card: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Validate, then write atomically (temporary file and rename): never a half card.
+
+    A path ending in ``.json.gz`` writes a compact card: the curves and rates go into
+    ``NAME.curves.npz`` beside it (lossless, a fraction of the size; written first, so the
+    JSON never names arrays that are not there), the rest as gzip-compressed JSON.
+    """
+    path = Path(path)
+    validate_card(card, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if curve_store.is_compact_path(path):
+        slim, arrays = curve_store.split_card(card)
+        curve_store.write_store(arrays, curve_store.store_path(path))
+        data = gzip.compress(json.dumps(slim, separators=(",", ":")).encode(), mtime=0)
+    else:
+        data = (json.dumps(card, indent=1) + "\n").encode()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def card_files(folder: str | os.PathLike) -> list[Path]:
+    """The result cards in ``folder``, plain and compact, sorted by name; a card held in
+    both forms is refused (which one would count?)."""
+    folder = Path(folder)
+    plain = sorted(folder.glob("*.json"))
+    compact = sorted(folder.glob(f"*{curve_store.COMPACT_SUFFIX}"))
+    twice = sorted({p.name for p in plain} & {p.name.removesuffix(".gz") for p in compact})
+    if twice:
+        raise CardError(
+            f"{folder}: cards held both plain and compact: {twice}; remove one of each pair"
+        )
+    return sorted(plain + compact, key=lambda p: p.name)
+
+
+def scores_by_env(card: dict[str, Any], metric: str = "normalised_score") -> dict[str, np.ndarray]:
+    """Per id, the metric of every episode (instances x seeds), for the statistics."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for episode in card["episodes"]:
+        value = episode[metric]
+        if value is None:
+            raise CardError(
+                f"{episode['env_id']} has no {metric} in this card (no shipped "
+                "reference values for it); run `ganno-bench references` first"
+            )
+        grouped[episode["env_id"]].append(float(value))
+    return {env_id: np.asarray(values) for env_id, values in grouped.items()}

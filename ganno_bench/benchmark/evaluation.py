@@ -1,0 +1,315 @@
+"""The evaluation protocol: an agent on every frozen instance of a split, for each seed.
+
+Episodes run with one torch thread, so a card's numbers do not depend on how many
+processes produced it.
+
+Each finished episode is appended to the run's journal (``<card>.partial.jsonl``) at
+once and flushed to disk, so a killed run resumes where it stopped: episodes already in
+the journal are not run again and none is written twice. When every episode is in, the
+result card is written atomically and the journal removed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganno_bench.agents.protocol import Agent, OuterLoopAgent
+from ganno_bench.benchmark.cards import CARD_KIND, SCHEMA_VERSION, hardware, now, write_card
+from ganno_bench.benchmark.scoring import load_references, normalised_score
+from ganno_bench.benchmark.threads import init_worker, single_threaded
+from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec
+from ganno_bench.inner.instances import instances_hash
+from ganno_bench.version import __version__
+
+# Suite names. "all" is the layerwise learning-rate suite (what the tuned baselines cover,
+# and the default of `ganno-bench references`); the batch-size track is its own suite,
+# "batch-size", with references of its own and its own leaderboard sections.
+FAMILY_SUITES = {
+    "all": "ganno/LayerLR-*",
+    "mlp": "ganno/LayerLR-MLP-*",
+    "cnn": "ganno/LayerLR-CNN-*",
+    "batch-size": "ganno/BatchSize-*",
+}
+
+
+def resolve_ids(patterns: Iterable[str]) -> list[str]:
+    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn:
+    layerwise learning rate; batch-size: the batch-size track)."""
+    ids: list[str] = []
+    for pattern in patterns:
+        glob = FAMILY_SUITES.get(pattern.lower(), pattern)
+        matched = list_envs(glob) if any(c in glob for c in "*?[") else [spec(glob).id]
+        if not matched:
+            raise UnknownEnvironmentError(
+                f"no registered id matches {pattern!r}; suite names: "
+                f"{sorted(FAMILY_SUITES)}; `ganno-bench list` shows ids"
+            )
+        ids += [i for i in matched if i not in ids]
+    return ids
+
+
+def episode_seed(seed: int, instance: int) -> int:
+    """The seed an episode's env and agent get: distinct per (run seed, instance)."""
+    return int(np.random.SeedSequence([seed, instance]).generate_state(1)[0])
+
+
+def play_episode(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
+    """One episode of a per-decision agent on ``env``: its final infos, curves, rates and
+    return (:class:`~ganno_bench.baselines.best_of.BestOfAgent` plays its members through it)."""
+    obs, infos = env.reset(seed=seed, options={"instance": instance})
+    agent.reset(env.task, env.instance, list(env.possible_agents), seed)
+    if getattr(agent, "privileged", False):  # white-box agents: the one documented path
+        if not hasattr(env, "privileged_view"):
+            raise ValueError(
+                f"{agent.name} is a privileged agent, but {env.task.id} offers no "
+                "privileged view (the batch-size track's envs do)"
+            )
+        agent.attach(env.privileged_view())
+    curves: dict[str, list[float]] = {
+        "val_loss": [],
+        "train_loss": [],
+        "val_accuracy": [],
+        "reward": [],
+    }
+    lrs, total = [], 0.0
+    while env.agents:
+        obs, rewards, _, _, infos = env.step(agent.act(obs, infos))
+        first = infos[env.possible_agents[0]]
+        reward = float(rewards[env.possible_agents[0]])
+        total += reward
+        for key in ("val_loss", "train_loss", "val_accuracy"):
+            curves[key].append(first[key])
+        curves["reward"].append(reward)
+        if "batch_size" in first:  # the batch-size track: the batch size of each decision
+            curves.setdefault("batch_size", []).append(first["batch_size"])
+        lrs.append([infos[a]["lr"] for a in env.possible_agents])
+    return {"final": infos[env.possible_agents[0]], "curves": curves, "lrs": lrs, "return": total}
+
+
+def run_episode(
+    agent: Agent | OuterLoopAgent,
+    env_id: str,
+    split: str,
+    instance: int,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    references: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Play one episode and return its record (the card's ``episodes`` entry)."""
+    start = time.perf_counter()
+    seed_of_episode = episode_seed(seed, instance)
+
+    def new_env() -> Any:
+        return make(env_id, split=split, action_mode=agent.action_mode, **(overrides or {}))
+
+    if isinstance(agent, OuterLoopAgent):
+        played = agent.play(new_env, instance, seed_of_episode)
+    else:
+        played = play_episode(agent, new_env(), instance, seed_of_episode)
+    final, curves, lrs, total = (played[k] for k in ("final", "curves", "lrs", "return"))
+    score = None
+    if references is not None:
+        ref = references[split][instance]
+        score = normalised_score(final["final_test_loss"], ref["default_loss"], ref["best_loss"])
+    return {
+        "env_id": env_id,
+        "instance": instance,
+        "seed": seed,
+        "final_test_loss": final["final_test_loss"],
+        "final_test_accuracy": final["final_test_accuracy"],
+        "normalised_score": score,
+        "diverged": bool(final["diverged"]),
+        "return": total,
+        "curves": curves,
+        "lrs": lrs,
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def _run_header(
+    agent: Agent,
+    ids: Sequence[str],
+    split: str,
+    seeds: Sequence[int],
+    overrides: dict[str, Any],
+    instances: Sequence[int] | None,
+) -> dict[str, Any]:
+    envs = {}
+    for env_id in ids:
+        task = spec(env_id).with_overrides(**overrides) if overrides else spec(env_id)
+        if split == "train":
+            chosen, digest = list(instances or range(task.num_frozen)), None
+        else:
+            frozen = task.frozen_instances(split)
+            chosen = list(instances) if instances is not None else list(range(len(frozen)))
+            digest = instances_hash(frozen)
+        envs[env_id] = {
+            "version": task.version,
+            "instances": chosen,
+            "instances_sha256": digest,
+            "decisions": task.decisions,
+        }
+        if hasattr(task, "samples_per_decision"):  # batch-size ids count samples, not steps
+            envs[env_id]["overrides"] = dict(overrides)
+            envs[env_id]["samples_per_decision"] = task.samples_per_decision
+        else:  # the LR track's header, key order included, as before
+            envs[env_id]["inner_steps"] = task.inner_steps
+            envs[env_id]["overrides"] = dict(overrides)
+    described = {"name": agent.name, "action_mode": agent.action_mode, "config": agent.config()}
+    for key in ("compute_multiple", "privileged"):  # outer-loop and white-box agents say so
+        if hasattr(agent, key):
+            described[key] = getattr(agent, key)
+    return {
+        "agent": described,
+        "split": split,
+        "seeds": list(seeds),
+        "envs": envs,
+    }
+
+
+def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, int], dict]:
+    """Episodes already finished by an earlier, interrupted run of the same evaluation."""
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()
+    try:
+        stored_header = json.loads(lines[0])["header"]
+    except (IndexError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path} is not a ganno-bench evaluation journal ({exc}); move it "
+            "away or choose another --out"
+        ) from exc
+    if json.loads(json.dumps(header)) != stored_header:
+        raise ValueError(
+            f"{path} belongs to a different evaluation (agent, ids, split, seeds "
+            "or overrides differ); choose another --out, or delete it to start over"
+        )
+    done = {}
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a killed run may be cut short
+            continue
+        done[(record["env_id"], record["instance"], record["seed"])] = record
+    return done
+
+
+def _worker_episode(args: tuple) -> dict[str, Any]:
+    return run_episode(*args)
+
+
+def evaluate(
+    agent: Agent | OuterLoopAgent,
+    ids: Sequence[str] | str,
+    split: str = "test",
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    out: str | os.PathLike | None = None,
+    workers: int = 1,
+    overrides: dict[str, Any] | None = None,
+    instances: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``agent`` on every frozen instance of ``split`` for each seed; return the card.
+
+    ``ids``: ids, globs or suite names. ``out``: the card's path; its journal makes the
+    run resumable. ``workers`` > 1 runs episodes in that many processes. ``instances``
+    restricts the run to some instance indices (e.g. for a quick look).
+    """
+    from tqdm import tqdm
+
+    ids = resolve_ids([ids] if isinstance(ids, str) else ids)
+    overrides = dict(overrides or {})
+    header = _run_header(agent, ids, split, seeds, overrides, instances)
+    journal = Path(str(out) + ".partial.jsonl") if out is not None else None
+    done = _read_journal(journal, header) if journal is not None else {}
+    # References hold for the shipped tasks on frozen instances only: an override (budget,
+    # data, ...) changes the task, so its episodes get no normalised score.
+    if split == "train" or overrides:
+        references = dict.fromkeys(ids)
+    else:
+        references = {env_id: load_references(env_id) for env_id in ids}
+    todo = [
+        (env_id, k, s)
+        for env_id in ids
+        for k in header["envs"][env_id]["instances"]
+        for s in seeds
+        if (env_id, k, s) not in done
+    ]
+
+    sink = None
+    if journal is not None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not journal.exists()
+        sink = open(journal, "a")  # noqa: SIM115 - closed in the finally below
+        if fresh:
+            sink.write(json.dumps({"header": header}) + "\n")
+    bar = tqdm(
+        total=len(todo) + len(done),
+        initial=len(done),
+        disable=not progress,
+        desc=f"{agent.name} on {split}",
+        unit="episode",
+    )
+
+    def keep(record: dict[str, Any]) -> None:
+        done[(record["env_id"], record["instance"], record["seed"])] = record
+        if sink is not None:
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+        bar.update()
+
+    try:
+        jobs = [
+            (agent, env_id, split, k, s, overrides, references[env_id]) for env_id, k, s in todo
+        ]
+        if workers <= 1:
+            with single_threaded():
+                for job in jobs:
+                    keep(run_episode(*job))
+        else:
+            # fork keeps tasks the user registered in this process; spawn where there is none
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+                for future in as_completed([pool.submit(_worker_episode, j) for j in jobs]):
+                    keep(future.result())
+    finally:
+        bar.close()
+        if sink is not None:
+            sink.close()
+
+    order = {
+        key: i
+        for i, key in enumerate(
+            (env_id, k, s)
+            for env_id in ids
+            for k in header["envs"][env_id]["instances"]
+            for s in seeds
+        )
+    }
+    card = {
+        "kind": CARD_KIND,
+        "schema_version": SCHEMA_VERSION,
+        **header,
+        "episodes": sorted(
+            done.values(), key=lambda r: order[(r["env_id"], r["instance"], r["seed"])]
+        ),
+        "package_version": __version__,
+        "hardware": hardware(torch_threads=1),  # every episode ran single-threaded
+        "created": now(),
+    }
+    if out is not None:
+        write_card(card, out)
+        journal.unlink(missing_ok=True)
+    return card

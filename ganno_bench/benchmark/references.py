@@ -1,0 +1,255 @@
+"""Reference values behind the normalised score, frozen per held-out instance.
+
+For every frozen ``test`` and ``test-ood`` instance of an id, two constant-rate runs
+anchor the score: the instance's own initial rate (score 0) and the best constant rate
+of a log grid (score 1). The normalised score of an episode with final inner-test loss
+``L`` is
+
+    score = (L_default - L) / max(L_default - L_best, eps),  eps = SCORE_FLOOR * L_default,
+
+where ``L_best = min(L_grid, L_default)``. Above 1 beats the per-instance oracle constant.
+On many ``test`` instances the default rate is already (nearly) the best constant rate, so
+``L_default - L_best`` is tiny or zero; the floor (5% of the default loss) keeps such an
+instance's scores on a readable scale instead of multiplying small loss differences by
+hundreds. On those instances the best constant rate scores below 1.
+
+The batch-size track (``ganno/BatchSize-*``) has references with the same meaning, in
+batch sizes: score 0 at the instance's initial batch size held constant (the learning rate
+follows the id's fixed schedule in every run), score 1 at the best constant batch size of
+:data:`BATCH_GRID` (8, 32, 128, 512: powers of 4 spanning the track's bounds 8..512). Same
+formula, floor and file format; its records name the grid ``grid_batch_size`` (and
+``default_batch_size``, ``best_batch_size``) where the LR track's name log10 rates.
+
+Computing them is resumable: each finished instance is appended to a JSONL work file,
+and an id's frozen file ``envs/references/<id>.json`` is written atomically once all
+its instances are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ganno_bench.benchmark.cards import hardware
+from ganno_bench.benchmark.scoring import FORMAT, references_path
+from ganno_bench.benchmark.threads import init_worker, single_threaded
+from ganno_bench.envs.registry import make, spec, track_of
+from ganno_bench.inner.instances import FROZEN_SPLITS, instances_hash
+from ganno_bench.inner.task import TaskSpec
+
+# Absolute log10 learning-rate grids, per inner optimiser.
+GRIDS: dict[str, tuple[float, ...]] = {
+    "sgd": (-3.0, -2.25, -1.5, -0.75, 0.0),
+    "adam": (-4.5, -3.75, -3.0, -2.25, -1.5),
+}
+# Constant batch sizes of the batch-size track's grid: x4 steps over its bounds (8..512).
+BATCH_GRID: tuple[int, ...] = (8, 32, 128, 512)
+
+
+def _final_test_loss(env: Any, action: Any) -> float:
+    infos: dict = {}
+    while env.agents:
+        *_, infos = env.step(dict.fromkeys(env.agents, action))
+    return float(next(iter(infos.values()))["final_test_loss"])
+
+
+def constant_rate_loss(
+    task: TaskSpec,
+    split: str,
+    index: int,
+    log10_lr: float | None,
+    overrides: dict[str, Any] | None = None,
+) -> float:
+    """Final inner-test loss of a constant rate (``None``: the instance's own rate)."""
+    overrides = overrides or {}
+    if log10_lr is None:
+        env = make(task.id, split=split, **overrides)
+        env.reset(seed=0, options={"instance": index})
+        action: Any = task.factors.index(1.0)  # keep the instance's rate
+    else:
+        env = make(task.id, split=split, action_mode="log_lr", **overrides)
+        env.reset(seed=0, options={"instance": index})
+        action = np.array([log10_lr], dtype=np.float32)
+    return _final_test_loss(env, action)
+
+
+def constant_batch_loss(
+    task: TaskSpec,
+    split: str,
+    index: int,
+    batch_size: int | None,
+    overrides: dict[str, Any] | None = None,
+) -> float:
+    """Final inner-test loss of a batch-size id run at a constant batch size (``None``: the
+    instance's initial one), the learning rate following the id's schedule."""
+    overrides = overrides or {}
+    if batch_size is None:
+        env = make(task.id, split=split, **overrides)
+        action: Any = task.factors.index(1.0)  # keep the initial batch size
+    else:
+        env = make(task.id, split=split, action_mode="absolute", **overrides)
+        action = np.array([batch_size], dtype=np.float32)
+    env.reset(seed=0, options={"instance": index})
+    return _final_test_loss(env, action)
+
+
+def instance_references(
+    env_id: str, split: str, index: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Default and grid losses of one instance (one work item). ``overrides`` (tests and
+    quick looks only) change the task; such values are not the shipped references."""
+    task = spec(env_id)
+    if track_of(task) == "batch-size":
+        return _batch_instance_references(task, split, index, overrides)
+    grid = GRIDS[task.optimizer]
+    default_loss = constant_rate_loss(task, split, index, None, overrides)
+    grid_losses = [constant_rate_loss(task, split, index, g, overrides) for g in grid]
+    best = int(np.argmin(grid_losses))
+    return {
+        "env_id": env_id,
+        "split": split,
+        "instance": index,
+        "default_log10_lr": task.frozen_instances(split)[index].log10_lr,
+        "default_loss": default_loss,
+        "grid_log10_lr": list(grid),
+        "grid_loss": grid_losses,
+        "best_log10_lr": grid[best],
+        "best_loss": grid_losses[best],
+    }
+
+
+def _batch_instance_references(
+    task: TaskSpec, split: str, index: int, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    bounded = task.with_overrides(**overrides) if overrides else task
+    lo, hi = bounded.batch_bounds
+    grid = [b for b in BATCH_GRID if lo <= b <= hi]
+    default_loss = constant_batch_loss(task, split, index, None, overrides)
+    grid_losses = [constant_batch_loss(task, split, index, b, overrides) for b in grid]
+    best = int(np.argmin(grid_losses))
+    return {
+        "env_id": task.id,
+        "split": split,
+        "instance": index,
+        "default_batch_size": int(np.clip(task.frozen_instances(split)[index].batch_size, lo, hi)),
+        "default_loss": default_loss,
+        "grid_batch_size": grid,
+        "grid_loss": grid_losses,
+        "best_batch_size": grid[best],
+        "best_loss": grid_losses[best],
+    }
+
+
+def _work_items(ids: Iterable[str], done: set[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    items = []
+    for env_id in ids:
+        task = spec(env_id)
+        for split in FROZEN_SPLITS:
+            for index in range(len(task.frozen_instances(split))):
+                if (env_id, split, index) not in done:
+                    items.append((env_id, split, index))
+    return items
+
+
+def _read_work_file(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    records = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: redo that item
+                continue
+            records[(record["env_id"], record["split"], record["instance"])] = record
+    return records
+
+
+def _run_item(item: tuple[str, str, int], overrides: dict[str, Any]) -> dict[str, Any]:
+    return instance_references(*item, overrides=overrides or None)
+
+
+def compute_references(
+    ids: list[str],
+    work_file: Path,
+    workers: int = 1,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Compute what is missing, appending to ``work_file``; freeze every completed id.
+
+    ``overrides`` (tests and quick looks) change every task; the frozen file records them
+    and :func:`load_references` refuses it, so it never scores an episode."""
+    overrides = dict(overrides or {})
+    done = _read_work_file(work_file)
+    items = _work_items(ids, set(done))
+    work_file.parent.mkdir(parents=True, exist_ok=True)
+    if (
+        work_file.exists()
+        and work_file.stat().st_size
+        and not work_file.read_bytes().endswith(b"\n")
+    ):
+        with open(work_file, "a") as sink:  # end a line cut short by a kill, so the next
+            sink.write("\n")  # record starts a line of its own
+    with (
+        open(work_file, "a") as sink,
+        tqdm(total=len(items), disable=not progress, desc="references") as bar,
+    ):
+
+        def keep(record: dict[str, Any]) -> None:
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            done[(record["env_id"], record["split"], record["instance"])] = record
+            bar.update()
+
+        if workers <= 1:
+            with single_threaded():
+                for item in items:
+                    keep(instance_references(*item, overrides=overrides or None))
+        else:
+            with ProcessPoolExecutor(workers, initializer=init_worker) as pool:
+                for future in as_completed([pool.submit(_run_item, i, overrides) for i in items]):
+                    keep(future.result())
+    return [path for env_id in ids if (path := _freeze(env_id, done, overrides)) is not None]
+
+
+def _freeze(
+    env_id: str,
+    done: dict[tuple[str, str, int], dict[str, Any]],
+    overrides: dict[str, Any] | None = None,
+) -> Path | None:
+    task = spec(env_id)
+    splits = {}
+    for split in FROZEN_SPLITS:
+        count = len(task.frozen_instances(split))
+        records = [done.get((env_id, split, k)) for k in range(count)]
+        if any(r is None for r in records):
+            return None
+        splits[split] = [
+            {k: v for k, v in r.items() if k not in ("env_id", "split")} for r in records
+        ]
+    payload = {
+        "format": FORMAT,
+        "env_id": env_id,
+        "version": task.version,
+        "instances_sha256": {s: instances_hash(task.frozen_instances(s)) for s in FROZEN_SPLITS},
+        "splits": splits,
+        "hardware": hardware(torch_threads=1),  # references are machine-specific bitwise
+    }
+    if overrides:  # never the case for shipped references (the LR files have no such key)
+        payload["overrides"] = dict(overrides)
+    path = references_path(env_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+

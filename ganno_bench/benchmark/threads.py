@@ -1,0 +1,30 @@
+"""One torch thread per episode: the thread count changes float32 reductions' rounding,
+so every evaluation, reference and tuning run pins it to make numbers bitwise
+reproducible on one machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one intra-op thread, then restore the caller's setting.
+
+    Reductions over different thread counts round differently; pinning one thread makes
+    an episode's numbers bitwise the same in this process, in workers and from the CLI.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def init_worker() -> None:
+    """Initialiser of worker processes: one torch thread each."""
+    torch.set_num_threads(1)

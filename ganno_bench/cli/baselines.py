@@ -1,0 +1,131 @@
+"""``tune``, ``train`` and ``boil``: making the tuned and learned baselines."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from ganno_bench.baselines import files
+from ganno_bench.baselines.ppo import train_ppo
+from ganno_bench.baselines.schedule_family import tune_schedules
+from ganno_bench.baselines.tuning import tune
+from ganno_bench.benchmark.evaluation import resolve_ids
+from ganno_bench.benchmark.threads import single_threaded
+from ganno_bench.cli.common import add_budget_options, budget_overrides
+from ganno_bench.experiments.boil_claim import run_claim
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Grid-search the tuned baselines' base rates on the train split; freeze them."""
+    path = files.baselines_dir() / "tuned.toml"
+    ids = resolve_ids(args.env or ["all"])
+    names = args.baseline or ["tuned-constant", "tuned-cosine"]
+    tuned = tune(
+        names,
+        ids,
+        path,
+        instances=args.instances,
+        seeds=args.seeds,
+        workers=args.workers,
+    )
+    for name in names:
+        for env_id in ids:
+            print(f"{name:16} {env_id:36} base lr {tuned[name]['base_lr'][env_id]:.3g}")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = budget_overrides(args)
+    final = train_ppo(
+        args.env,
+        args.timesteps,
+        seed=args.seed,
+        out=args.out or f"runs/ppo-{args.env.split('/')[-1]}-seed{args.seed}",
+        recurrent=args.recurrent,
+        num_copies=args.copies,
+        num_cpus=args.cpus,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        eval_instances=args.eval_instances,
+        resume_from=args.resume,
+        overrides=overrides,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(f"trained policy: {final}")
+    if args.export:
+        shutil.copyfile(final, args.export)
+        print(f"copied to {args.export}")
+    return 0
+
+
+def cmd_boil(args: argparse.Namespace) -> int:
+    ids = resolve_ids(args.env or ["ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"])
+    with single_threaded():  # the same numbers as the single-threaded evaluations
+        return _boil_action(args, ids)
+
+
+def _boil_action(args: argparse.Namespace, ids: list[str]) -> int:
+    if args.action == "tune":
+        path = files.baselines_dir() / "boil.toml"
+        tuned = tune_schedules(
+            ids, path, iterations=args.iterations, instances=args.instances, seed=args.seed
+        )
+        for env_id in ids:
+            params = ", ".join(f"{k} {v:.3g}" for k, v in tuned[env_id].items())
+            print(f"{env_id:36} {params}")
+        print(f"wrote {path}")
+        return 0
+    print(
+        run_claim(
+            ids,
+            args.out,
+            seeds=args.seeds,
+            iterations=args.iterations,
+            instances=args.instances,
+            progress=not args.quiet,
+        )
+    )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register this group's commands."""
+    p = sub.add_parser("train", help="train a parameter-shared policy on an id's train split")
+    p.add_argument("algorithm", choices=["ppo"])
+    p.add_argument("--env", required=True, help="id to train on, e.g. ganno/LayerLR-MLP-Easy-v0")
+    p.add_argument("--timesteps", type=int, default=150_000, help="layer decisions in all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default: runs/ppo-NAME-seedS); rerun to resume")
+    p.add_argument("--recurrent", action="store_true", help="sb3-contrib RecurrentPPO (LSTM)")
+    p.add_argument("--copies", type=int, help="env copies per rollout (default: config)")
+    p.add_argument("--cpus", type=int, default=0, help="worker processes for the env copies")
+    p.add_argument("--checkpoint-every", type=int, default=10_000, help="timesteps")
+    p.add_argument("--eval-every", type=int, default=10_000, help="timesteps")
+    p.add_argument("--eval-instances", type=int, default=8, help="train instances per evaluation")
+    p.add_argument("--resume", help="checkpoint to resume from (default: the run's newest)")
+    p.add_argument("--export", help="also copy the final policy to this path")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_budget_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("boil", help="BOIL: tune the schedule family, or measure BOIL's claim")
+    p.add_argument("action", choices=["tune", "claim"])
+    p.add_argument("--env", action="append", help="ids (default: MLP-Easy and CNN-Easy)")
+    p.add_argument("--iterations", type=int, default=12, help="real training runs per tuning")
+    p.add_argument("--instances", type=int, nargs="+", default=[0, 1], help="train instances")
+    p.add_argument("--seed", type=int, default=0, help="tune: the tuning seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="claim: seeds")
+    p.add_argument("--out", default="leaderboards/boil", help="claim: output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_boil)
+
+    p = sub.add_parser("tune", help="grid-search the tuned baselines on the train split")
+    p.add_argument("--baseline", action="append", choices=["tuned-constant", "tuned-cosine"])
+    p.add_argument("--env", action="append", help="id, glob or suite name (repeatable)")
+    p.add_argument("--instances", type=int, default=8, help="train instances 0..N-1")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_tune)

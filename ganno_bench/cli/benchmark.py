@@ -1,0 +1,169 @@
+"""``evaluate``, ``compare``, ``leaderboard``, ``references`` and ``rescore``: benchmarking
+agents."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import load_card, write_card
+from ganno_bench.benchmark.curve_store import store_path
+from ganno_bench.benchmark.evaluation import evaluate, resolve_ids
+from ganno_bench.benchmark.leaderboard import compare, render_leaderboard
+from ganno_bench.benchmark.references import compute_references
+from ganno_bench.benchmark.scoring import rescore
+from ganno_bench.cli.common import add_budget_options, budget_overrides
+from ganno_bench.inner.instances import SPLITS
+
+METRICS = ["normalised_score", "final_test_accuracy", "neg_test_loss"]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    agent = load_agent(args.agent)
+    out = args.out or f"{agent.name}-{args.split}.json"
+    card = evaluate(
+        agent,
+        args.env,
+        args.split,
+        args.seeds,
+        out=out,
+        workers=args.workers,
+        overrides=budget_overrides(args),
+        instances=args.instances,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {out}: {len(card['episodes'])} episodes of {agent.name} on "
+        f"{len(card['envs'])} ids, split {args.split}"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    print(compare(load_card(args.card_a), load_card(args.card_b), metric=args.metric))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+
+    path = render_leaderboard(Path(args.results), Path(args.out), metric=args.metric)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_references(args: argparse.Namespace) -> int:
+    """Compute (resumably) and freeze the reference values of the normalised score."""
+    ids = resolve_ids(args.env or ["all"])
+    written = compute_references(ids, Path(args.work_file), workers=args.workers)
+    for path in written:
+        print(f"wrote {path}")
+    missing = len(ids) - len(written)
+    if missing:
+        print(f"{missing} ids are not complete yet; run the same command again to resume")
+    return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    for path in args.cards:
+        card = load_card(path)
+        changed = rescore(card)
+        if changed:
+            write_card(card, path)
+        print(f"{path}: {changed} of {len(card['episodes'])} scores changed")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Rewrite ``NAME.json`` cards as compact ``NAME.json.gz`` + ``NAME.curves.npz`` (or,
+    with --expand, back), checking that the rewritten card equals the original."""
+    for name in args.cards:
+        path = Path(name)
+        compact = path.name.endswith(".json.gz")
+        if compact != args.expand:
+            form = "compact" if compact else "plain"
+            raise ValueError(f"{path} is already {form}; --expand turns compact cards plain")
+        target = (
+            path.with_name(path.name.removesuffix(".gz"))
+            if args.expand
+            else path.with_name(path.name + ".gz")
+        )
+        card = load_card(path)
+        write_card(card, target)
+        if load_card(target) != card:  # lossless, or nothing is removed
+            raise ValueError(f"{target}: the rewritten card differs from {path}")
+        before = _size(path)
+        path.unlink()
+        if args.expand:
+            store_path(path).unlink()
+        print(f"{path} ({before / 1e6:.2f} MB) -> {target} ({_size(target) / 1e6:.2f} MB)")
+    return 0
+
+
+def _size(path: Path) -> int:
+    """Bytes of a card with its curves file, if it has one."""
+    store = store_path(path)
+    extra = store.stat().st_size if path.name.endswith(".gz") and store.exists() else 0
+    return path.stat().st_size + extra
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register this group's commands."""
+    p = sub.add_parser("evaluate", help="evaluate an agent on the frozen instances of a split")
+    p.add_argument(
+        "--agent",
+        required=True,
+        help="built-in agent (see baselines/README.md), a saved policy (PATH.zip) or "
+        "module:attribute",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        required=True,
+        help="id, glob (ganno/LayerLR-*Easy*) or suite name (all, mlp, cnn, batch-size); "
+        "repeatable",
+    )
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--instances", type=int, nargs="+", help="only these instance indices")
+    p.add_argument("--out", help="result card path (default: AGENT-SPLIT.json); resumable")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_budget_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="side-by-side of two result cards with CIs")
+    p.add_argument("card_a")
+    p.add_argument("card_b")
+    p.add_argument("--metric", default="normalised_score", choices=METRICS)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("leaderboard", help="render the leaderboard from result cards")
+    p.add_argument("--results", default="leaderboards/results")
+    p.add_argument("--out", default="leaderboards")
+    p.add_argument("--metric", default="normalised_score", choices=METRICS)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("references", help="compute and freeze the normalised-score references")
+    p.add_argument("--env", action="append", help="id, glob or suite name (repeatable)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--work-file",
+        default="references.partial.jsonl",
+        help="resumable journal of finished instances",
+    )
+    p.set_defaults(func=cmd_references)
+
+    p = sub.add_parser(
+        "rescore", help="recompute result cards' normalised scores from their losses"
+    )
+    p.add_argument("cards", nargs="+", help="result card files (rewritten atomically)")
+    p.set_defaults(func=cmd_rescore)
+
+    p = sub.add_parser(
+        "compact",
+        help="store result cards compactly and losslessly: NAME.json.gz + NAME.curves.npz",
+    )
+    p.add_argument("cards", nargs="+", help="NAME.json cards (NAME.json.gz with --expand)")
+    p.add_argument("--expand", action="store_true", help="turn compact cards back into JSON")
+    p.set_defaults(func=cmd_compact)

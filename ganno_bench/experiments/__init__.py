@@ -1,0 +1,2 @@
+"""Reproductions and benchmarks built on the library: the generalisation study,
+BOIL's claim and the speed benches."""

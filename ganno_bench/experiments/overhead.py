@@ -1,0 +1,136 @@
+"""Speed benchmarks that print ratios measured side by side in one run.
+
+``overhead``: one env decision (apply rates, K inner steps, observe, reward) against a
+plain PyTorch loop doing the same K steps on the same network, data, batch size and
+optimiser. The two are timed alternately, decision by decision, so machine noise hits
+both alike; the ratio of medians is reported, once against the bare training loop and
+once against the loop plus the validation pass that a reward on validation loss needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ganno_bench.envs.registry import make
+
+DEFAULT_OVERHEAD_IDS = ("ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0")
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    env_id: str
+    env_ms: float
+    plain_ms: float
+    plain_with_val_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.env_ms / self.plain_ms
+
+    @property
+    def ratio_with_val(self) -> float:
+        return self.env_ms / self.plain_with_val_ms
+
+
+class _PlainLoop:
+    """What a practitioner would write: the same network, data and optimiser, no env."""
+
+    def __init__(self, env) -> None:
+        trainer = env.trainer
+        instance = env.instance
+        self.network = copy.deepcopy(trainer.network)
+        self.x, self.y = trainer._data["train"]
+        self.x_val, self.y_val = trainer._data["val"]
+        self.batch_size = min(instance.batch_size, len(self.y))
+        layers = [
+            m for m in self.network.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
+        ]
+        groups = [{"params": list(m.parameters())} for m in layers]
+        if env.task.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(
+                groups, lr=instance.learning_rate, momentum=instance.momentum
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                groups, lr=instance.learning_rate, betas=(instance.momentum, 0.999)
+            )
+        self.generator = torch.Generator().manual_seed(instance.data_seed)
+        self.order = torch.randperm(len(self.y), generator=self.generator)
+        self.cursor = 0
+
+    def train(self, steps: int) -> None:
+        for _ in range(steps):
+            if self.cursor + self.batch_size > len(self.order):
+                self.order = torch.randperm(len(self.y), generator=self.generator)
+                self.cursor = 0
+            index = self.order[self.cursor : self.cursor + self.batch_size]
+            self.cursor += self.batch_size
+            loss = F.cross_entropy(self.network(self.x[index]), self.y[index])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        return float(F.cross_entropy(self.network(self.x_val), self.y_val))
+
+
+def measure_overhead(
+    env_id: str, decisions: int = 200, warmup: int = 10, device: str = "cpu"
+) -> OverheadResult:
+    """Median time per decision of the env and of the plain loop, interleaved."""
+    env = make(env_id, split="test", device=device)
+    keep = {agent: 2 for agent in env.possible_agents}  # factor 1.0: a constant schedule
+    env.reset(options={"instance": 0})
+    plain = _PlainLoop(env)
+    steps = env.task.inner_steps
+    times: dict[str, list[float]] = {"env": [], "plain": [], "plain_val": []}
+
+    def timed(fn) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for i in range(warmup + decisions):
+        if not env.agents:
+            env.reset(options={"instance": 0})
+        t_env = timed(lambda: env.step(keep))
+        t_plain = timed(lambda: plain.train(steps))
+        t_plain_val = timed(lambda: (plain.train(steps), plain.validate()))
+        if i >= warmup:
+            times["env"].append(t_env)
+            times["plain"].append(t_plain)
+            times["plain_val"].append(t_plain_val)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return OverheadResult(env_id, med["env"], med["plain"], med["plain_val"])
+
+
+def format_overhead(results: list[OverheadResult]) -> str:
+    header = (
+        f"{'env id':34} {'env ms':>8} {'plain ms':>9} {'ratio':>6} "
+        f"{'plain+val ms':>13} {'ratio':>6}"
+    )
+    rows = [header, "-" * len(header)]
+    for r in results:
+        rows.append(
+            f"{r.env_id:34} {r.env_ms:8.3f} {r.plain_ms:9.3f} {r.ratio:6.3f} "
+            f"{r.plain_with_val_ms:13.3f} {r.ratio_with_val:6.3f}"
+        )
+    rows.append(
+        "ratio = env decision / plain loop of the same inner steps "
+        f"(median of interleaved runs, torch threads = {torch.get_num_threads()})"
+    )
+    return "\n".join(rows)
+
+
+__all__ = ["DEFAULT_OVERHEAD_IDS", "OverheadResult", "format_overhead", "measure_overhead"]
