@@ -31,6 +31,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from ganno_bench.baselines.policy import PolicyAgent, load_policy
 from ganno_bench.benchmark.evaluation import evaluate, single_threaded
+from ganno_bench.envs.mixed_vector import make_mixed_vec_env
 from ganno_bench.envs.registry import spec, track_of
 from ganno_bench.envs.vector import make_vec_env
 
@@ -108,7 +109,7 @@ class _TrainSplitEvaluation(BaseCallback):
 
     def __init__(
         self,
-        env_id: str,
+        env_ids: Sequence[str],
         every: int,
         instances: Sequence[int],
         seed: int,
@@ -116,7 +117,7 @@ class _TrainSplitEvaluation(BaseCallback):
         overrides: dict[str, Any],
     ) -> None:
         super().__init__()
-        self.env_id, self.every, self.instances = env_id, every, list(instances)
+        self.env_ids, self.every, self.instances = list(env_ids), every, list(instances)
         self.seed, self.out, self.overrides = seed, out, overrides
         self._next = every
 
@@ -132,7 +133,7 @@ class _TrainSplitEvaluation(BaseCallback):
     def record(self) -> dict[str, Any]:
         card = evaluate(
             PolicyAgent(self.model, name="ppo"),
-            [self.env_id],
+            self.env_ids,
             "train",
             seeds=[self.seed],
             instances=self.instances,
@@ -213,7 +214,7 @@ def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
 
 
 def train_ppo(
-    env_id: str,
+    env_id: str | Sequence[str],
     timesteps: int,
     seed: int = 0,
     out: str | Path = "runs/ppo",
@@ -229,6 +230,7 @@ def train_ppo(
     config: dict[str, Any] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    engine: str = "batched",
 ) -> Path:
     """Train PPO on ``env_id``'s train split for ``timesteps`` slot-steps; return final.zip.
 
@@ -236,10 +238,21 @@ def train_ppo(
     rollout it is in, so a run may end up to one rollout past ``timesteps``. Resumes from
     ``resume_from`` or the run folder's newest checkpoint. ``config`` replaces the shipped
     hyperparameters (see :func:`load_ppo_config`); ``overrides`` go to the env (budget).
+    Several ids train one policy on a mix (``num_copies`` copies of each, one rollout).
+    ``engine="batched"`` trains each id's copies in one batched computation (layerwise-LR
+    ids; the batch-size track always runs the sequential engine); ``"sequential"`` steps
+    one env per copy through SuperSuit.
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be positive; got {timesteps}")
-    spec(env_id)  # an unknown id fails here, with the closest ids
+    env_ids = [env_id] if isinstance(env_id, str) else list(env_id)
+    if not env_ids:
+        raise ValueError("train_ppo needs at least one id")
+    tracks = {track_of(spec(i)) for i in env_ids}  # an unknown id fails here, with close ids
+    if len(tracks) > 1:
+        raise ValueError(f"a training mix must hold ids of one track; got {env_ids}")
+    if "batch-size" in tracks:
+        engine = "sequential"  # the batched engine runs the layerwise-LR track
     run_dir = Path(out)
     overrides = dict(overrides or {})
     settings = dict(config if config is not None else load_ppo_config(recurrent))
@@ -252,7 +265,7 @@ def train_ppo(
     _check_run_file(
         run_dir,
         {
-            "env_id": env_id,
+            "env_id": env_ids[0] if len(env_ids) == 1 else env_ids,
             "seed": seed,
             "recurrent": recurrent,
             "num_copies": copies,
@@ -260,6 +273,7 @@ def train_ppo(
             "policy_kwargs": policy_kwargs,
             "hyperparameters": settings,
             "overrides": overrides,
+            "engine": engine,
         },
     )
     if recurrent:
@@ -268,9 +282,22 @@ def train_ppo(
         from stable_baselines3 import PPO as Algorithm
 
     checkpoint = Path(resume_from) if resume_from is not None else latest_checkpoint(run_dir)
-    venv = make_vec_env(
-        env_id, copies, num_cpus=num_cpus, split="train", action_mode="factor", **overrides
-    )
+    if engine == "batched" and num_cpus > 1:
+        raise ValueError("--cpus runs SuperSuit worker processes: use it with --engine sequential")
+    if len(env_ids) == 1:
+        venv = make_vec_env(
+            env_ids[0],
+            copies,
+            num_cpus=num_cpus,
+            split="train",
+            action_mode="factor",
+            engine=engine,
+            **overrides,
+        )
+    else:
+        venv = make_mixed_vec_env(
+            env_ids, copies, split="train", action_mode="factor", engine=engine, **overrides
+        )
     try:
         if checkpoint is not None:
             model = load_policy(checkpoint, device=device)
@@ -289,7 +316,8 @@ def train_ppo(
                 **settings,
             )
         # what the policy was trained on travels in its zip (PolicyAgent checks the track)
-        model.ganno_env_id, model.ganno_track = env_id, track_of(env_id)
+        model.ganno_env_id, model.ganno_track = env_ids[0], track_of(env_ids[0])
+        model.ganno_env_ids = env_ids
         # reseed from (seed, steps done): a resumed run is as reproducible as a fresh one,
         # and its streams are not another seed's
         model.set_random_seed(_resume_seed(seed, model.num_timesteps))
@@ -297,7 +325,7 @@ def train_ppo(
         callbacks = [
             _Checkpoints(run_dir / "checkpoints", checkpoint_every),
             _TrainSplitEvaluation(
-                env_id,
+                env_ids,
                 eval_every,
                 range(eval_instances),
                 seed,

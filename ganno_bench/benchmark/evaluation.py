@@ -15,16 +15,17 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ganno_bench.agents.protocol import Agent, OuterLoopAgent
+from ganno_bench.benchmark.batched_evaluation import batched_unsupported, play_batched
 from ganno_bench.benchmark.cards import CARD_KIND, SCHEMA_VERSION, hardware, now, write_card
-from ganno_bench.benchmark.scoring import load_references, normalised_score
+from ganno_bench.benchmark.records import episode_record, episode_seed
+from ganno_bench.benchmark.scoring import load_references
 from ganno_bench.benchmark.threads import init_worker, single_threaded
 from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec
 from ganno_bench.inner.instances import instances_hash
@@ -55,11 +56,6 @@ def resolve_ids(patterns: Iterable[str]) -> list[str]:
             )
         ids += [i for i in matched if i not in ids]
     return ids
-
-
-def episode_seed(seed: int, instance: int) -> int:
-    """The seed an episode's env and agent get: distinct per (run seed, instance)."""
-    return int(np.random.SeedSequence([seed, instance]).generate_state(1)[0])
 
 
 def play_episode(agent: Agent, env: Any, instance: int, seed: int) -> dict[str, Any]:
@@ -115,24 +111,9 @@ def run_episode(
         played = agent.play(new_env, instance, seed_of_episode)
     else:
         played = play_episode(agent, new_env(), instance, seed_of_episode)
-    final, curves, lrs, total = (played[k] for k in ("final", "curves", "lrs", "return"))
-    score = None
-    if references is not None:
-        ref = references[split][instance]
-        score = normalised_score(final["final_test_loss"], ref["default_loss"], ref["best_loss"])
-    return {
-        "env_id": env_id,
-        "instance": instance,
-        "seed": seed,
-        "final_test_loss": final["final_test_loss"],
-        "final_test_accuracy": final["final_test_accuracy"],
-        "normalised_score": score,
-        "diverged": bool(final["diverged"]),
-        "return": total,
-        "curves": curves,
-        "lrs": lrs,
-        "wall_time_s": time.perf_counter() - start,
-    }
+    return episode_record(
+        env_id, split, instance, seed, played, references, time.perf_counter() - start
+    )
 
 
 def _run_header(
@@ -142,6 +123,7 @@ def _run_header(
     seeds: Sequence[int],
     overrides: dict[str, Any],
     instances: Sequence[int] | None,
+    engine: str = "sequential",
 ) -> dict[str, Any]:
     envs = {}
     for env_id in ids:
@@ -168,12 +150,10 @@ def _run_header(
     for key in ("compute_multiple", "privileged"):  # outer-loop and white-box agents say so
         if hasattr(agent, key):
             described[key] = getattr(agent, key)
-    return {
-        "agent": described,
-        "split": split,
-        "seeds": list(seeds),
-        "envs": envs,
-    }
+    header = {"agent": described, "split": split, "seeds": list(seeds), "envs": envs}
+    if engine != "sequential":  # cards without the key ran on the reference engine
+        header["engine"] = engine
+    return header
 
 
 def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, int], dict]:
@@ -207,6 +187,49 @@ def _worker_episode(args: tuple) -> dict[str, Any]:
     return run_episode(*args)
 
 
+ENGINES = ("sequential", "batched")
+
+
+def _engine_for(agent: Any, ids: Sequence[str], engine: str, batch_size: int) -> str:
+    """The engine the run will use: ``engine``, unless the agent or an id needs the
+    sequential one (then a warning names the reason)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if engine == "sequential":
+        return engine
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    reasons = [r for env_id in ids if (r := batched_unsupported(agent, env_id)) is not None]
+    if reasons:
+        warnings.warn(
+            f"evaluating on the sequential engine: {reasons[0]}", RuntimeWarning, stacklevel=3
+        )
+        return "sequential"
+    return engine
+
+
+def _run_batches(
+    agent: Agent,
+    todo: Sequence[tuple[str, int, int]],
+    split: str,
+    overrides: dict[str, Any],
+    references: dict[str, Any],
+    batch_size: int,
+    device: str,
+    keep: Callable[[dict[str, Any]], None],
+) -> None:
+    """The episodes of each id in batches of ``batch_size``, each batch in one engine."""
+    with single_threaded():
+        for env_id in dict.fromkeys(e for e, _, _ in todo):
+            mine = [(k, s, episode_seed(s, k)) for e, k, s in todo if e == env_id]
+            for start in range(0, len(mine), batch_size):
+                chunk = mine[start : start + batch_size]
+                for record in play_batched(
+                    agent, env_id, split, chunk, overrides, references[env_id], device
+                ):
+                    keep(record)
+
+
 def evaluate(
     agent: Agent | OuterLoopAgent,
     ids: Sequence[str] | str,
@@ -218,18 +241,26 @@ def evaluate(
     overrides: dict[str, Any] | None = None,
     instances: Sequence[int] | None = None,
     progress: bool = True,
+    engine: str = "sequential",
+    batch_size: int = 32,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Evaluate ``agent`` on every frozen instance of ``split`` for each seed; return the card.
 
     ``ids``: ids, globs or suite names. ``out``: the card's path; its journal makes the
     run resumable. ``workers`` > 1 runs episodes in that many processes. ``instances``
     restricts the run to some instance indices (e.g. for a quick look).
+    ``engine="batched"`` plays up to ``batch_size`` episodes of an id at once over the
+    batched engine (on ``device``), for agents that act per decision; outer-loop and
+    privileged agents, and batch-size ids, keep the sequential engine (a warning says so).
+    The card records the engine its episodes ran on.
     """
     from tqdm import tqdm
 
     ids = resolve_ids([ids] if isinstance(ids, str) else ids)
     overrides = dict(overrides or {})
-    header = _run_header(agent, ids, split, seeds, overrides, instances)
+    engine = _engine_for(agent, ids, engine, batch_size)
+    header = _run_header(agent, ids, split, seeds, overrides, instances, engine)
     journal = Path(str(out) + ".partial.jsonl") if out is not None else None
     done = _read_journal(journal, header) if journal is not None else {}
     # References hold for the shipped tasks on frozen instances only: an override (budget,
@@ -273,7 +304,9 @@ def evaluate(
         jobs = [
             (agent, env_id, split, k, s, overrides, references[env_id]) for env_id, k, s in todo
         ]
-        if workers <= 1:
+        if engine == "batched":
+            _run_batches(agent, todo, split, overrides, references, batch_size, device, keep)
+        elif workers <= 1:
             with single_threaded():
                 for job in jobs:
                     keep(run_episode(*job))

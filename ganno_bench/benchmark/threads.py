@@ -11,18 +11,26 @@ import torch
 
 
 @contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch on ``count`` intra-op threads (None: leave the setting), then restore."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def single_threaded() -> Iterator[None]:
     """Run torch on one intra-op thread, then restore the caller's setting.
 
     Reductions over different thread counts round differently; pinning one thread makes
     an episode's numbers bitwise the same in this process, in workers and from the CLI.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def init_worker() -> None:

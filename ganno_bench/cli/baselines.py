@@ -6,7 +6,7 @@ import argparse
 import shutil
 
 from ganno_bench.baselines import files
-from ganno_bench.baselines.ppo import train_ppo
+from ganno_bench.baselines.ppo import load_ppo_config, train_ppo
 from ganno_bench.baselines.schedule_family import tune_schedules
 from ganno_bench.baselines.tuning import tune
 from ganno_bench.benchmark.evaluation import resolve_ids
@@ -37,12 +37,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = budget_overrides(args)
+    names = "+".join(env_id.split("/")[-1] for env_id in args.env)
+    config = None
+    if args.config:
+        config = load_ppo_config(args.recurrent, path=args.config)
     final = train_ppo(
-        args.env,
+        args.env if len(args.env) > 1 else args.env[0],
         args.timesteps,
         seed=args.seed,
-        out=args.out or f"runs/ppo-{args.env.split('/')[-1]}-seed{args.seed}",
+        out=args.out or f"runs/ppo-{names}-seed{args.seed}",
         recurrent=args.recurrent,
+        config=config,
+        engine=args.engine,
         num_copies=args.copies,
         num_cpus=args.cpus,
         checkpoint_every=args.checkpoint_every,
@@ -94,7 +100,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this group's commands."""
     p = sub.add_parser("train", help="train a parameter-shared policy on an id's train split")
     p.add_argument("algorithm", choices=["ppo"])
-    p.add_argument("--env", required=True, help="id to train on, e.g. ganno/LayerLR-MLP-Easy-v0")
+    p.add_argument(
+        "--env",
+        action="append",
+        required=True,
+        help="id to train on, e.g. ganno/LayerLR-MLP-Easy-v0; repeat it to train one policy on "
+        "a mix of ids (--copies copies of each in every rollout)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["batched", "sequential"],
+        default="batched",
+        help="batched: each id's copies train in one batched computation (LR ids); "
+        "sequential: one env per copy through SuperSuit (the batch-size track always)",
+    )
+    p.add_argument(
+        "--config",
+        help="a TOML of PPO settings like baselines/ppo/config.toml (a training recipe)",
+    )
     p.add_argument("--timesteps", type=int, default=150_000, help="layer decisions in all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default: runs/ppo-NAME-seedS); rerun to resume")

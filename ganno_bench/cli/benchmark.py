@@ -32,6 +32,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides=budget_overrides(args),
         instances=args.instances,
         progress=not args.quiet,
+        engine=args.engine,
+        batch_size=args.batch_size,
+        device=args.device,
     )
     print(
         f"wrote {out}: {len(card['episodes'])} episodes of {agent.name} on "
@@ -128,6 +131,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", type=int, nargs="+", help="only these instance indices")
     p.add_argument("--out", help="result card path (default: AGENT-SPLIT.json); resumable")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument(
+        "--engine",
+        choices=["sequential", "batched"],
+        default="sequential",
+        help="batched: play up to --batch-size episodes of an id at once over the batched "
+        "engine (per-decision agents on LR ids; others fall back to sequential, saying so)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="episodes per batch (batched)")
+    p.add_argument("--device", default="cpu", help="device of the batched engine (cuda)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_budget_options(p)
     p.set_defaults(func=cmd_evaluate)

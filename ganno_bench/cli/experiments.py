@@ -6,10 +6,22 @@ import argparse
 from pathlib import Path
 
 from ganno_bench.baselines.ppo import train_ppo
+from ganno_bench.benchmark.threads import torch_threads
 from ganno_bench.cli.common import add_budget_options, budget_overrides
 from ganno_bench.envs.registry import spec
+from ganno_bench.experiments.batched_bench import (
+    DEFAULT_BATCHED_IDS,
+    format_batched,
+    format_ppo,
+    measure_batched,
+    measure_ppo,
+)
 from ganno_bench.experiments.generalisation import SPLITS, TRAIN_ID, reproduce_generalisation
-from ganno_bench.experiments.overhead import DEFAULT_OVERHEAD_IDS, format_overhead, measure_overhead
+from ganno_bench.experiments.overhead import (
+    DEFAULT_OVERHEAD_IDS,
+    format_overhead,
+    measure_overhead,
+)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -42,12 +54,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    ids = args.env or list(DEFAULT_OVERHEAD_IDS)
-    results = []
-    for env_id in ids:
-        spec(env_id)
-        results.append(measure_overhead(env_id, decisions=args.decisions, device=args.device))
-    print(format_overhead(results))
+    """Speed benches that print ratios measured side by side in one run."""
+    threads = [None if t == 0 else t for t in args.threads]
+    for count in threads:
+        label = "all" if count is None else count
+        print(f"\n== torch threads: {label} ==")
+        if args.which == "overhead":
+            ids = args.env or list(DEFAULT_OVERHEAD_IDS)
+            for env_id in ids:
+                spec(env_id)
+            with torch_threads(count):
+                results = [
+                    measure_overhead(env_id, decisions=args.decisions, device=args.device)
+                    for env_id in ids
+                ]
+            print(format_overhead(results))
+            continue
+        ids = args.env or list(DEFAULT_BATCHED_IDS)
+        print(
+            format_batched(
+                measure_batched(
+                    ids, args.sizes, threads=count, device=args.device, repeats=args.repeats
+                )
+            )
+        )
+        if args.ppo_copies:
+            print()
+            print(format_ppo([measure_ppo(ids[0], args.ppo_copies, threads=count)]))
     return 0
 
 
@@ -70,8 +103,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("bench", help="speed benchmarks that print ratios")
-    p.add_argument("which", choices=["overhead"])
+    p.add_argument(
+        "which",
+        choices=["overhead", "batched"],
+        help="overhead: an env decision against a plain PyTorch loop; batched: N sequential "
+        "envs' inner steps against one batched engine of N slots (and PPO timesteps/s)",
+    )
     p.add_argument("--env", action="append", help="id to measure (repeatable)")
-    p.add_argument("--decisions", type=int, default=200)
+    p.add_argument("--decisions", type=int, default=200, help="overhead: decisions timed")
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="torch threads of each measurement (0: all); one thread by default, since on a "
+        "busy machine more threads inflate absolute times",
+    )
+    p.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 128], help="batched: N")
+    p.add_argument("--repeats", type=int, default=5, help="batched: timed repeats per N")
+    p.add_argument(
+        "--ppo-copies",
+        type=int,
+        default=32,
+        help="batched: also PPO timesteps/s with this many copies of the first id (0: skip)",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_bench)

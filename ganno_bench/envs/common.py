@@ -79,12 +79,32 @@ def decision_outcome(
     prev_val_loss: float,
     initial_val_loss: float,
 ) -> DecisionOutcome:
-    """Evaluate after a decision; reward the decrease of log validation loss, or
-    ``-divergence_penalty`` on divergence: the validation loss or the window's train loss
-    not finite or above ``divergence_factor`` x the initial validation loss."""
-    if stats.finite:
-        val_loss, val_accuracy = trainer.evaluate("val")
-    else:
+    """Evaluate on the validation part after a decision (only when the decision's
+    statistics are finite), then :func:`judge_decision`."""
+    val_loss, val_accuracy = trainer.evaluate("val") if stats.finite else (math.inf, 0.0)
+    return judge_decision(
+        task,
+        stats,
+        val_loss,
+        val_accuracy,
+        prev_val_loss=prev_val_loss,
+        initial_val_loss=initial_val_loss,
+    )
+
+
+def judge_decision(
+    task: TaskSpec,
+    stats: DecisionStats,
+    val_loss: float,
+    val_accuracy: float,
+    *,
+    prev_val_loss: float,
+    initial_val_loss: float,
+) -> DecisionOutcome:
+    """Reward the decrease of log validation loss, or ``-divergence_penalty`` on
+    divergence: the validation loss or the window's train loss not finite or above
+    ``divergence_factor`` x the initial validation loss. Every engine judges so."""
+    if not stats.finite:
         val_loss, val_accuracy = math.inf, 0.0
     limit = task.divergence_factor * initial_val_loss
     diverged = not (val_loss <= limit and stats.train_loss <= limit)
@@ -154,13 +174,32 @@ def final_scores(
     val_loss: float,
     initial_val_loss: float,
 ) -> dict[str, float]:
-    """Inner-test loss and accuracy at the episode's end (the suite's score); a diverged
-    or non-finite loss is capped at ``divergence_factor`` x the initial validation loss."""
+    """Inner-test loss and accuracy at the episode's end (the suite's score), evaluated
+    unless the run diverged; see :func:`scores_at_end`."""
+    test_loss, test_accuracy = (math.inf, 0.0) if diverged else trainer.evaluate("test")
+    return scores_at_end(
+        task,
+        diverged=diverged,
+        test_loss=test_loss,
+        test_accuracy=test_accuracy,
+        val_loss=val_loss,
+        initial_val_loss=initial_val_loss,
+    )
+
+
+def scores_at_end(
+    task: TaskSpec,
+    *,
+    diverged: bool,
+    test_loss: float,
+    test_accuracy: float,
+    val_loss: float,
+    initial_val_loss: float,
+) -> dict[str, float]:
+    """The episode's final scores; a diverged or non-finite loss is capped at
+    ``divergence_factor`` x the initial validation loss (a diverged run scores accuracy 0)."""
     cap = task.divergence_factor * initial_val_loss
-    if diverged:
-        loss, accuracy = math.inf, 0.0
-    else:
-        loss, accuracy = trainer.evaluate("test")
+    loss, accuracy = (math.inf, 0.0) if diverged else (test_loss, test_accuracy)
     if not math.isfinite(loss):  # a documented cap keeps the score finite
         loss = cap
     return {
@@ -168,3 +207,56 @@ def final_scores(
         "final_test_accuracy": float(accuracy),
         "final_val_loss": float(min(val_loss, cap)),
     }
+
+
+def copy_seeds(seed: int | None, num_copies: int) -> list[int]:
+    """The seed of each copy: ``SeedSequence(seed).spawn(num_copies)[c]``'s first uint64 word.
+
+    ``seed=None`` draws fresh OS entropy. Distinct children give independent streams, so no
+    two copies share one, whatever their number or their split across processes.
+    """
+    children = np.random.SeedSequence(seed).spawn(num_copies)
+    return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
+
+
+def rates_from_actions(
+    task: TaskSpec,
+    action_mode: str,
+    rates: np.ndarray,
+    actions: dict[str, Any],
+    agents: Sequence[str],
+) -> np.ndarray:
+    """The layers' new rates (clipped to ``task.lr_bounds``) after one action per agent:
+    a factor index (``"factor"``) or an absolute log10 rate (``"log_lr"``, clipped to the
+    bounds); a missing, unknown or malformed action raises ``ValueError``."""
+    missing = [a for a in agents if a not in actions]
+    unknown = [a for a in actions if a not in agents]
+    if missing or unknown:
+        raise ValueError(
+            f"step() needs one action per live agent {list(agents)}; "
+            f"missing {missing}, unknown {unknown}"
+        )
+    factors = np.asarray(task.factors, dtype=np.float64)
+    log_bounds = (math.log10(task.lr_bounds[0]), math.log10(task.lr_bounds[1]))
+    new = np.array(rates, dtype=np.float64)
+    for i, agent in enumerate(agents):
+        value = actions[agent]
+        if action_mode == "factor":
+            new[i] = new[i] * factors[factor_index(agent, value, factors)]
+        else:
+            new[i] = 10.0 ** log_lr_value(agent, value, log_bounds)
+    return np.clip(new, *task.lr_bounds)
+
+
+def log_lr_value(agent: str, value: Any, bounds: tuple[float, float]) -> float:
+    """A log_lr-mode action: one finite log10 rate, clipped to ``bounds``."""
+    arr = np.asarray(value, dtype=np.float64) if is_numeric(value) else None
+    if arr is None or arr.size != 1:
+        raise ValueError(
+            f"invalid action for {agent}: {value!r}; log_lr mode takes one "
+            f"log10 learning rate in {bounds}"
+        )
+    log_lr = float(arr.reshape(()))
+    if not math.isfinite(log_lr):
+        raise ValueError(f"invalid action for {agent}: log10 learning rate {log_lr} is not finite")
+    return float(np.clip(log_lr, *bounds))

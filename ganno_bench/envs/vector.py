@@ -58,24 +58,16 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from supersuit.vector import ProcConcatVec
 from supersuit.vector.multiproc_vec import decompress_info
 
-from ganno_bench.envs.registry import make
+from ganno_bench.envs.batched_vector import BatchedVecEnv
+from ganno_bench.envs.common import copy_seeds
+from ganno_bench.envs.registry import make, spec
 
-__all__ = ["SeededVecEnv", "copy_seeds", "make_vec_env"]
+__all__ = ["ENGINES", "SeededVecEnv", "copy_seeds", "make_vec_env"]
 
 # reset(options={_OPTIONS_KEY: ...}) carries the wrapper's requests to the copies.
 _OPTIONS_KEY = "ganno_bench.envs.vector"
 _PROBE = "probe"
 _TOKEN_KEY = "ganno_bench.envs.vector.copy_token"
-
-
-def copy_seeds(seed: int | None, num_copies: int) -> list[int]:
-    """The seed of each copy: ``SeedSequence(seed).spawn(num_copies)[c]``'s first uint64 word.
-
-    ``seed=None`` draws fresh OS entropy. Distinct children give independent streams, so no
-    two copies share one, whatever their number or their split across processes.
-    """
-    children = np.random.SeedSequence(seed).spawn(num_copies)
-    return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
 
 
 def _new_token() -> str:
@@ -240,25 +232,37 @@ class SeededVecEnv(VecEnvWrapper):
         return [getattr(envs[slot // self.agents_per_copy], attr_name) for slot in slots]
 
 
+ENGINES = ("sequential", "batched")
+
+
 def make_vec_env(
     env_id: str,
     num_copies: int = 1,
     *,
     num_cpus: int = 0,
     seed: int | None = None,
+    engine: str = "sequential",
     **make_kwargs: Any,
 ) -> VecEnv:
     """A parameter-shared SB3 VecEnv of ``num_copies`` copies of ``env_id``.
 
-    ``num_envs`` is ``num_copies`` x the env's agents (layers). ``num_cpus`` > 1 runs the
-    copies in that many worker processes (SuperSuit's ``ProcConcatVec``). ``seed`` seeds the
-    first reset (see :func:`copy_seeds`); ``make_kwargs`` go to :func:`ganno_bench.make`
-    (``split``, ``action_mode``, overrides such as ``decisions``).
+    ``num_envs`` is ``num_copies`` x the env's agents (layers). ``engine="sequential"``
+    steps one :class:`~ganno_bench.envs.layer_lr.LayerLREnv` per copy through SuperSuit
+    (``num_cpus`` > 1 runs the copies in that many worker processes); ``engine="batched"``
+    trains every copy in one :class:`~ganno_bench.inner.batched.BatchedTrainer`
+    (:class:`~ganno_bench.envs.batched_vector.BatchedVecEnv`, layerwise-LR ids, factor
+    actions). ``seed`` seeds the first reset (see :func:`copy_seeds`); ``make_kwargs``
+    go to :func:`ganno_bench.make` (``split``, ``action_mode``, ``device``, overrides
+    such as ``decisions``).
     """
     if num_copies < 1:
         raise ValueError(f"num_copies must be at least 1; got {num_copies}")
     if num_cpus < 0:
         raise ValueError(f"num_cpus must be non-negative; got {num_cpus}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if engine == "batched":
+        return _batched_vec_env(env_id, num_copies, num_cpus, seed, dict(make_kwargs))
     env = make(env_id, **make_kwargs)
     if not isinstance(env, ParallelEnv):
         raise TypeError(f"{env_id!r} is not a PettingZoo ParallelEnv; got {type(env).__name__}")
@@ -267,3 +271,21 @@ def make_vec_env(
         _CopyVecEnv(markov), num_copies, num_cpus=num_cpus, base_class="stable_baselines3"
     )
     return SeededVecEnv(venv, num_copies=num_copies, agents_per_copy=markov.num_envs, seed=seed)
+
+
+def _batched_vec_env(
+    env_id: str, num_copies: int, num_cpus: int, seed: int | None, kwargs: dict[str, Any]
+) -> VecEnv:
+    if num_cpus > 1:
+        raise ValueError(
+            "engine='batched' trains every copy in this process, in one computation: "
+            "num_cpus must be 0 or 1"
+        )
+    if kwargs.pop("action_mode", "factor") != "factor":
+        raise ValueError("engine='batched' takes factor actions (action_mode='factor')")
+    if kwargs.pop("render_mode", None) is not None:
+        raise ValueError("engine='batched' renders nothing (render_mode=None)")
+    split = kwargs.pop("split", "train")
+    device = kwargs.pop("device", "cpu")
+    task = spec(env_id).with_overrides(**kwargs) if kwargs else spec(env_id)
+    return BatchedVecEnv(task, num_copies, split=split, seed=seed, device=device)

@@ -19,7 +19,12 @@ import torch.nn.functional as F
 
 from ganno_bench.envs.registry import make
 
-DEFAULT_OVERHEAD_IDS = ("ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0")
+DEFAULT_OVERHEAD_IDS = (
+    "ganno/LayerLR-MLP-Easy-v0",
+    "ganno/LayerLR-MLP-Hard-v0",
+    "ganno/LayerLR-CNN-Easy-v0",
+    "ganno/LayerLR-CNN-Hard-v0",
+)
 
 
 @dataclass(frozen=True)

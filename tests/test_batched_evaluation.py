@@ -1,0 +1,93 @@
+"""Batched evaluation: the same card as the sequential engine's, within float32 tolerance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ganno_bench
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import load_card
+
+IDS = ["ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-Adam-v0"]
+TINY = {"decisions": 4, "inner_steps": 3}
+RUN = {"split": "test", "seeds": [0, 1], "instances": [0, 1, 2], "progress": False}
+RTOL = 1e-4  # measured: ~2e-7 on final losses of smooth schedules and policies
+
+
+@pytest.mark.parametrize("name", ["cosine", "ppo-mlp-easy-seed0", "random"])
+def test_a_batched_card_equals_the_sequential_card(name, tmp_path):
+    agent = load_agent(name)
+    seq = ganno_bench.evaluate(agent, IDS, overrides=TINY, **RUN)
+    out = tmp_path / "card.json"
+    bat = ganno_bench.evaluate(
+        agent, IDS, overrides=TINY, engine="batched", batch_size=4, out=out, **RUN
+    )
+    assert bat["engine"] == "batched" and "engine" not in seq
+    assert load_card(out)["engine"] == "batched"
+    assert not (tmp_path / "card.json.partial.jsonl").exists()
+    assert len(bat["episodes"]) == len(seq["episodes"]) == 2 * 3 * 2
+    for a, b in zip(seq["episodes"], bat["episodes"], strict=True):
+        assert (a["env_id"], a["instance"], a["seed"]) == (b["env_id"], b["instance"], b["seed"])
+        assert a["diverged"] == b["diverged"]
+        np.testing.assert_allclose(b["final_test_loss"], a["final_test_loss"], rtol=RTOL)
+        np.testing.assert_allclose(b["final_test_accuracy"], a["final_test_accuracy"], atol=1e-3)
+        np.testing.assert_allclose(b["return"], a["return"], rtol=RTOL, atol=1e-5)
+        for key in a["curves"]:
+            np.testing.assert_allclose(b["curves"][key], a["curves"][key], rtol=RTOL, atol=1e-5)
+        np.testing.assert_allclose(b["lrs"], a["lrs"], rtol=RTOL)
+    # everything but the engine and the timings is the same card
+    strip = {"engine", "episodes", "created", "hardware"}
+    assert {k: v for k, v in seq.items() if k not in strip} == {
+        k: v for k, v in bat.items() if k not in strip
+    }
+
+
+def test_the_random_agent_keeps_its_per_episode_stream():
+    """Each batched episode's agent copy is reset with the episode's own seed."""
+    agent = load_agent("random")
+    one = ganno_bench.evaluate(
+        agent, IDS[:1], overrides=TINY, engine="batched", batch_size=1, **RUN
+    )
+    many = ganno_bench.evaluate(
+        agent, IDS[:1], overrides=TINY, engine="batched", batch_size=6, **RUN
+    )
+    assert [e["lrs"] for e in one["episodes"]] == [e["lrs"] for e in many["episodes"]]
+    assert len({json.dumps(e["lrs"]) for e in many["episodes"]}) == len(many["episodes"])
+
+
+def test_outer_loop_and_batch_size_runs_keep_the_sequential_engine_and_say_so():
+    with pytest.warns(RuntimeWarning, match="outer-loop"):
+        card = ganno_bench.evaluate(
+            load_agent("pbt"),
+            IDS[:1],
+            overrides={"decisions": 2, "inner_steps": 2},
+            engine="batched",
+            split="test",
+            seeds=[0],
+            instances=[0],
+            progress=False,
+        )
+    assert "engine" not in card
+    with pytest.warns(RuntimeWarning, match="batch-size id"):
+        card = ganno_bench.evaluate(
+            load_agent("bs-constant"),
+            ["ganno/BatchSize-MLP-Easy-v0"],
+            overrides={"decisions": 2, "samples_per_decision": 64},
+            engine="batched",
+            split="test",
+            seeds=[0],
+            instances=[0],
+            progress=False,
+        )
+    assert "engine" not in card
+
+
+def test_bad_engine_options_are_refused():
+    agent = load_agent("constant")
+    with pytest.raises(ValueError, match="unknown engine"):
+        ganno_bench.evaluate(agent, IDS[:1], engine="gpu", **RUN)
+    with pytest.raises(ValueError, match="batch_size"):
+        ganno_bench.evaluate(agent, IDS[:1], engine="batched", batch_size=0, **RUN)
