@@ -1,13 +1,20 @@
 """The batched engine against N TorchTrainers (the definition of the benchmark's numbers).
 
-Tolerances are float32 rounding, measured: over every LR id, frozen test and test-ood
-instances (batch sizes 16 to 256 in one batch), a probe and two decisions of three steps
-with random per-layer rates, the largest deviations were 2e-7 relative on train, val and
-test losses, 3e-5 on update ratios, 8e-6 on the other per-layer norms, 8e-6 absolute on
-cosines and noise shares, 1.1e-7 on the weights (norm of the difference over the norm)
-and no accuracy change. The bounds below leave a margin of 10x or more; longer runs
-would drift further (the inner training is chaotic: TorchTrainer itself moves 5% after
-16 Adam steps when its initial weights are scaled by 1 + 1e-7).
+Tolerances are float32 rounding, measured. Over every LR id, four frozen test / test-ood
+instances with four batch sizes (16 to 256) in one batch, a probe and two decisions of
+three steps with random per-layer rates, the default kernels deviated from TorchTrainer
+by at most 2.5e-7 relative on train, val and test losses, 9e-6 on update ratios, 7.5e-6
+on grad and weight norms, 7.6e-6 absolute on cosines and noise shares (TorchTrainer's
+element-by-element ``index_add_`` is the less accurate side there), 3.3e-8 on the
+weights (norm of the difference over the norm; most slots are bitwise equal) and never
+in accuracy. ``TIGHT`` leaves a margin of 10x or more.
+
+Kernels that round differently from TorchTrainer (grouped convolutions, padded groups)
+get ``LOOSE``: a float32-sized difference can flip a ReLU or max-pool decision, after
+which TorchTrainer itself, against a copy started from its initial weights times
+1 - 1e-7, differs by 8e-4 in a layer's grad norm and 2.2e-4 in the weights within seven
+steps (measured on CNN-Medium-v0). A bug (wrong data order, momentum, rate or mask)
+moves the numbers by percents, and fails both.
 """
 
 from __future__ import annotations
@@ -31,11 +38,18 @@ from ganno_bench.inner.torch_trainer import TorchTrainer
 LR_IDS = ganno_bench.list_envs("ganno/LayerLR-*")
 MLP_EASY = "ganno/LayerLR-MLP-Easy-v0"
 CNN_EASY_ADAM = "ganno/LayerLR-CNN-Easy-Adam-v0"
-LOSS_RTOL = 1e-5
-NORM_RTOL = 1e-4  # grad and weight norms
-RATIO_RTOL = 5e-4  # update ratios: a difference of nearby weights
-SHARE_ATOL = 1e-4  # cosines and noise shares
-WEIGHTS_RTOL = 1e-5  # |w_batched - w_torch| / |w_torch|
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    loss: float  # relative, on train / val / test losses
+    norm: float  # relative, on grad and weight norms and update ratios
+    share: float  # absolute, on cosines and noise shares
+    weights: float  # |w_batched - w_torch| / |w_torch|
+
+
+TIGHT = Tolerance(loss=1e-5, norm=1e-4, share=1e-4, weights=1e-6)
+LOOSE = Tolerance(loss=1e-4, norm=5e-3, share=5e-3, weights=1e-3)
 FIELDS = ("grad_norm", "weight_norm", "update_ratio", "grad_cosine", "grad_noise")
 
 
@@ -103,32 +117,33 @@ def _run_batched(trainer: BatchedTrainer, instances, rates: np.ndarray, steps: i
     }
 
 
-def _assert_stats_close(got: DecisionStats, expected: DecisionStats) -> None:
-    assert got.train_loss == pytest.approx(expected.train_loss, rel=LOSS_RTOL)
-    np.testing.assert_allclose(got.grad_norm, expected.grad_norm, rtol=NORM_RTOL)
-    np.testing.assert_allclose(got.weight_norm, expected.weight_norm, rtol=NORM_RTOL)
-    np.testing.assert_allclose(got.update_ratio, expected.update_ratio, rtol=RATIO_RTOL)
-    np.testing.assert_allclose(got.grad_cosine, expected.grad_cosine, atol=SHARE_ATOL)
-    np.testing.assert_allclose(got.grad_noise, expected.grad_noise, atol=SHARE_ATOL)
+def _assert_stats_close(got: DecisionStats, expected: DecisionStats, tol=TIGHT) -> None:
+    assert got.train_loss == pytest.approx(expected.train_loss, rel=tol.loss)
+    for field in ("grad_norm", "weight_norm", "update_ratio"):
+        np.testing.assert_allclose(getattr(got, field), getattr(expected, field), rtol=tol.norm)
+    for field in ("grad_cosine", "grad_noise"):
+        np.testing.assert_allclose(getattr(got, field), getattr(expected, field), atol=tol.share)
 
 
-def _assert_weights_close(got: torch.Tensor, expected: torch.Tensor) -> None:
-    assert float((got - expected).norm() / expected.norm()) < WEIGHTS_RTOL
+def _assert_weights_close(got: torch.Tensor, expected: torch.Tensor, tol=TIGHT) -> None:
+    assert float((got - expected).norm() / expected.norm()) < tol.weights
 
 
-def _assert_matches_torch(env_id: str, trainer: BatchedTrainer, instances, rates) -> None:
+def _assert_matches_torch(
+    env_id: str, trainer: BatchedTrainer, instances, rates, tol=TIGHT
+) -> None:
     batched = _run_batched(trainer, instances, rates)
     n_val = len(trainer._data["val"][1])
     for slot, instance in enumerate(instances):
         expected = _run_torch(env_id, instance, rates[:, slot])
         assert torch.equal(batched["start"][slot], expected["start"])  # start() is exact
         for got, want in zip(batched["stats"][slot], expected["stats"], strict=True):
-            _assert_stats_close(got, want)
+            _assert_stats_close(got, want, tol)
         for part in ("val", "test"):
             (loss, accuracy), (want_loss, want_accuracy) = batched[part][slot], expected[part]
-            assert loss == pytest.approx(want_loss, rel=LOSS_RTOL)
+            assert loss == pytest.approx(want_loss, rel=tol.loss)
             assert abs(accuracy - want_accuracy) <= 1.0 / n_val  # an argmax tie at most
-        _assert_weights_close(batched["weights"][slot], expected["weights"])
+        _assert_weights_close(batched["weights"][slot], expected["weights"], tol)
 
 
 # -- equivalence with TorchTrainer ---------------------------------------------------------
@@ -162,7 +177,8 @@ def test_a_single_slot_matches_torch_trainer(env_id):
 def test_every_kernel_and_grouping_matches_torch_trainer(env_id, options):
     instances = _instances(env_id)
     trainer = build_batched_trainer(spec(env_id), len(instances), **options)
-    _assert_matches_torch(env_id, trainer, instances, _rates(env_id, instances, 2))
+    rates = _rates(env_id, instances, 2)
+    _assert_matches_torch(env_id, trainer, instances, rates, tol=LOOSE)
 
 
 @pytest.mark.parametrize("env_id", [MLP_EASY, CNN_EASY_ADAM])

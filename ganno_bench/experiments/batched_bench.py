@@ -14,7 +14,6 @@ thread on the CPU, the work itself is the same either way).
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from collections.abc import Sequence
@@ -24,9 +23,9 @@ import numpy as np
 import torch
 
 from ganno_bench.benchmark.threads import torch_threads
+from ganno_bench.envs.common import build_trainer
 from ganno_bench.envs.registry import spec
-from ganno_bench.inner.batched import BatchedTrainer
-from ganno_bench.inner.torch_trainer import TorchTrainer
+from ganno_bench.inner.batched import build_batched_trainer
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 DEFAULT_BATCHED_IDS = (
@@ -39,6 +38,8 @@ DEFAULT_BATCHED_IDS = (
 
 @dataclass(frozen=True)
 class BatchedResult:
+    """One id and slot count: median inner steps per second of both engines."""
+
     env_id: str
     slots: int
     kernel: str
@@ -54,26 +55,16 @@ class BatchedResult:
 
 
 def _trainers(env_id: str, slots: int, device: str, seed: int, **engine: str):
+    """N train-split instances, started in N TorchTrainers and in one BatchedTrainer."""
     task = spec(env_id)
-    data = task.load_data()
-    with torch.random.fork_rng(devices=[]):  # building layers draws from the global RNG
-        network = task.build_network(data.input_shape, data.num_classes)
-    options = {
-        "optimizer": task.optimizer,
-        "weight_decay": task.weight_decay,
-        "stats_window": task.stats_window,
-        "eval_batch_size": task.eval_batch_size,
-        "nonlinearity": getattr(task.model, "activation", "relu"),
-        "device": device,
-    }
     rng = np.random.default_rng(seed)
     instances = [task.spaces["train"].sample(rng) for _ in range(slots)]
     sequential = []
     for instance in instances:
-        trainer = TorchTrainer(copy.deepcopy(network), data, **options)
+        trainer = build_trainer(task, device)[0]
         trainer.start(instance)
         sequential.append(trainer)
-    batched = BatchedTrainer(network, data, num_slots=slots, **options, **engine)
+    batched = build_batched_trainer(task, slots, device, **engine)
     for slot, instance in enumerate(instances):
         batched.start(slot, instance)
     return task, instances, sequential, batched

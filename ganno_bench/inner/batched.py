@@ -1,64 +1,94 @@
 """Batched inner training: N instances of one task trained at once.
 
 :class:`BatchedTrainer` holds N *slots*, each one :class:`~ganno_bench.inner.engine.TorchTrainer`'s
-worth of state (weights, optimiser moments, data stream, gradient history), with every
-per-slot tensor stacked along a leading N dimension. One inner step runs every active
-slot's minibatch update with a fixed number of kernel launches, so the Python and
-dispatch overhead that dominates these small networks is paid once per step instead of N
-times. TorchTrainer stays the definition of the benchmark's numbers: a slot starts,
-trains, measures and snapshots as a TorchTrainer would, up to float32 rounding (the
-batched matmuls sum in another order), and its snapshots load into either engine.
+worth of state (weights, optimiser moments, data stream, gradient history), every per-slot
+tensor stacked along a leading N dimension. One inner step updates every active slot
+with a fixed number of kernel launches, so the Python and dispatch overhead that
+dominates these small networks is paid once per step instead of N times.
 
-Kernels (per layer kind; numbers measured at one torch thread on a 2-core AMD EPYC,
-N=32, speed-up over 32 sequential runs of the same work):
+TorchTrainer stays the definition of the benchmark's numbers. A slot starts, trains,
+measures and snapshots as a TorchTrainer would: the same initial weights and data order,
+autograd's own loss gradient (nll_loss then log_softmax backward), torch.optim's own
+float32 operations in its order for SGD and Adam, and snapshots in TorchTrainer's format,
+so they move between the engines. With the default kernels this machine's results are
+bitwise TorchTrainer's in most slots (the batched MKL matmuls compute each slot's
+product as the single ones do); where they are not, they differ by float32 rounding
+(the tests state the measured bounds). The per-layer statistics differ by ~1e-6: they
+sum each layer in slices, where TorchTrainer's ``index_add_`` sums element by element.
 
-* Linear chains (``Flatten? (Linear act?)*``, the MLP family): forward *and* backward
-  written out as ``baddbmm``/``bmm`` on the stacked weights (``_LinearChainKernel``):
-  no autograd graph, one fused gradient buffer. Whole-engine inner steps, against 32
-  TorchTrainers: MLP-Easy {mlp_easy}, MLP-Hard {mlp_hard}; the same networks through the
-  autograd kernel below (``kernel="sequential"``): {mlp_auto}.
-* Conv2d on the CPU: batching does not pay. A 3x3 convolution on 8x8 digits is compute
-  bound already (oneDNN reaches ~30 of the core's ~55 GFLOP/s), so the trunk runs once
-  per slot, on the slot's own batch size (no padding waste), and only the rest (linear
-  head, loss, optimiser, statistics) is batched. Measured forward+backward of the
-  CNN-Easy trunk, 32 slots, batch 64 / 128, against the per-slot loop: grouped
-  convolution (N*C channels, ``groups=N``) 1.17x / 0.73x, ``vmap`` (which lowers to the
-  grouped convolution) 1.22x / 0.74x, im2col by shifted slices + ``bmm`` 0.37x / 0.26x;
-  at N=8 grouped loses outright (0.83x / 0.94x). Whole engine: CNN-Easy {cnn_easy},
-  CNN-Hard {cnn_hard}. ``conv="grouped"`` is the default on CUDA, where one grouped
-  launch replaces N small ones (not measured here: no GPU was available).
-* Anything else (a custom network that is not such an ``nn.Sequential``):
-  ``torch.func.functional_call`` once per slot (``_FunctionalLoopKernel``), so every
-  network TorchTrainer accepts trains here too, at about the sequential cost.
+Kernels, chosen by layer kind (measured at one torch thread on a 2-core AMD EPYC shared
+with other jobs, so ratios vary by ~10% between runs):
 
-Mixed batch sizes: a group of slots shares one padded minibatch of its largest batch
-size; each slot's padding rows repeat its own samples (so they are finite whenever its
-real rows are) and are masked out with ``torch.where``: the loss is the sum over the real
-rows divided by their count, exactly the real batch's mean. For the linear-chain kernel
-padding costs less than bucketing slots by batch size (one kernel launch set per bucket):
-{padding}. Convolutional trunks never see padding (they run per slot), and the grouped
-convolution buckets by batch size, as it is compute bound.
+* Linear chains (``Flatten? (Linear act?)*``, the MLP family): forward and backward
+  written out as ``bmm`` on the stacked weights (``_LinearChainKernel``), no autograd
+  graph. A prototype step (forward, backward, SGD) of 32 MLP-Easy slots at batch 64,
+  against 32 sequential torch.optim loops: ``vmap(grad(functional_call))`` 3.7-5.1x,
+  ``bmm`` through autograd 6.2-8.1x, the hand-written backward 8.7-12.7x. Whole engine
+  at N=32 (train-split instances): MLP-Easy 4.6-5.9x, MLP-Hard 3.1-3.6x; MLP-Hard is
+  matmul bound (its batched matmuls run at ~35 GFLOP/s and take ~60% of a step).
+* Conv2d on the CPU: one oneDNN call per slot (the trunk runs through autograd once per
+  slot, on the slot's own batch size, so it never sees padding), with the linear head,
+  loss, optimiser and statistics batched (``_SequentialKernel``, ``conv="loop"``).
+  Batching the convolutions barely pays on a CPU: a 3x3 convolution of 8x8 digits is
+  compute bound already. Whole engine, two runs each, loop against grouped convolution
+  (N*C channels, ``groups=N``, bucketed by batch size): CNN-Easy N=8 1.16-1.26x against
+  1.29-1.47x, N=32 1.33-1.54x against 1.38-1.69x; CNN-Hard N=8 1.07-1.29x against
+  1.23-1.33x, N=32 1.24-1.26x against 1.21-1.41x. Per layer, grouped ranged from 0.74x
+  (the 1-channel first layer at N=32) to 1.84x (16->32 channels at 4x4). Grouped may be
+  ~10% faster, inside this machine's noise; the loop makes TorchTrainer's own oneDNN
+  calls (weights mostly bitwise equal) and never pads, so it is the CPU default.
+  ``vmap`` over ``conv2d`` lowers to the grouped convolution (1.22x / 0.74x against the
+  loop on the CNN-Easy trunk at batch 64 / 128), and im2col by shifted slices + ``bmm``
+  was 3-4x slower than the loop. ``conv="grouped"`` is the default on CUDA, where one
+  launch replaces N small ones (not measured: no GPU was available).
+* Anything else (a network that is not such an ``nn.Sequential``): a
+  ``torch.func.functional_call`` per slot (``_FunctionalLoopKernel``), so every network
+  TorchTrainer accepts trains here too, at about the sequential cost; it runs the
+  network's own modules, so its weights are bitwise TorchTrainer's.
 
-Isolation: no operation reduces across slots (matmuls are batched, reductions run over
-a slot's own rows and parameters, masks use ``torch.where``), so a slot whose loss turns
+Mixed batch sizes (the train split mixes 32/64/128, test-ood 16/256): slots are split
+into groups, and a group shares one minibatch padded to its largest batch size. A slot's
+padding rows repeat its own samples (so they are finite whenever its real rows are) and
+are masked with ``torch.where``: the loss is the sum over the real rows over their
+count, the real batch's mean exactly. Padding the train split to 128 computes 1.71x the
+real rows; bucketing by batch size instead costs one more set of launches per bucket
+(~150 us + ~45 us a layer per step here). Measured, padding / bucketing, N=8 and N=32:
+MLP-Easy 3.76x / 3.12x and 5.36x / 5.25x, MLP-Hard 2.72x / 2.38x and 2.60x / 3.61x. So
+``grouping="auto"`` picks the cheapest split of the sorted batch sizes under a cost
+model (launch overhead per group against multiply-accumulates per padded row, see
+``GROUP_OVERHEAD_MACS``): 4.34x and 5.89x, 2.57x and 3.20x on the same four cases.
+
+Isolation: no operation reduces across slots (matmuls are batched, sums run over a
+slot's own rows and parameters, masks use ``torch.where``), so a slot whose loss turns
 non-finite leaves the others bitwise unchanged. Inactive slots (``active`` False) are
-gathered out: they are neither computed nor updated.
+gathered out: neither computed nor updated.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganno_bench.data import ArrayDataset
+from ganno_bench.inner.batched_kernels import (
+    Batch,
+    FunctionalLoopKernel,
+    Kernel,
+    Layout,
+    LinearChainKernel,
+    SequentialKernel,
+    conv_sequence,
+    linear_chain,
+    sequence,
+    summed_cross_entropy,
+)
 from ganno_bench.inner.engine import PROBE_SALT, DecisionStats, LayerInfo
 from ganno_bench.inner.instances import Instance
 from ganno_bench.inner.models import fan_in, initialise, layer_kind, trainable_layers
@@ -75,448 +105,6 @@ ADAM_EPS = 1e-8
 # on the MLPs at one CPU thread: ~45 us a layer and ~150 us a group at ~30 GMAC/s.
 GROUP_OVERHEAD_MACS = 4.5e6
 LAYER_OVERHEAD_MACS = 1.35e6
-
-
-# -- parameter layout ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """One parameter's place in a slot's flat row (TorchTrainer's parameter order)."""
-
-    offset: int
-    shape: tuple[int, ...]
-    layer: int
-    name: str  # "weight" or "bias"
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-class _Layout:
-    """Where every parameter lives in a slot's row of the stacked ``(N, P)`` buffers."""
-
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
-        self.segments: list[_Segment] = []
-        offset = 0
-        for i, layer in enumerate(layers):
-            for name, p in layer.named_parameters():
-                self.segments.append(_Segment(offset, tuple(p.shape), i, name))
-                offset += p.numel()
-        self.size = offset
-        self.num_layers = len(layers)
-        self.element_layer = torch.repeat_interleave(
-            torch.tensor([s.layer for s in self.segments]),
-            torch.tensor([s.numel for s in self.segments]),
-        )
-
-    def layer_spans(self) -> list[tuple[int, int]]:
-        """Each layer's ``[start, end)`` in a row: its parameters are contiguous."""
-        spans = [(self.size, 0)] * self.num_layers
-        for s in self.segments:
-            start, end = spans[s.layer]
-            spans[s.layer] = (min(start, s.offset), max(end, s.offset + s.numel))
-        return spans
-
-    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Each parameter as a ``(G, *shape)`` view into the ``(G, P)`` tensor ``flat``."""
-        g = flat.shape[0]
-        return [flat[:, s.offset : s.offset + s.numel].view(g, *s.shape) for s in self.segments]
-
-    def per_layer(self, params: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, Any]]:
-        """``(weight, bias or None)`` per layer, from per-parameter tensors in layout order."""
-        out: list[list[Any]] = [[None, None] for _ in range(self.num_layers)]
-        for s, p in zip(self.segments, params, strict=True):
-            out[s.layer][0 if s.name == "weight" else 1] = p
-        return [(w, b) for w, b in out]
-
-    def flatten(self, params: Sequence[torch.Tensor], out: torch.Tensor) -> None:
-        """Write per-parameter ``(G, *shape)`` tensors into the ``(G, P)`` tensor ``out``."""
-        torch.cat([p.reshape(out.shape[0], -1) for p in params], dim=1, out=out)
-
-
-# -- minibatches and the loss --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """One padded minibatch for a group of G slots: rows past ``sizes[g]`` are padding."""
-
-    x: torch.Tensor  # (G, B, *input_shape)
-    y: torch.Tensor  # (G, B)
-    sizes: list[int]
-    mask: torch.Tensor  # (G, B) bool, True on real rows
-    counts: torch.Tensor  # (G,) float, the real rows per slot
-    padded: bool  # whether any slot has padding rows
-
-
-def _masked_cross_entropy(logits: torch.Tensor, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-slot mean cross-entropy over the real rows, and its gradient w.r.t. ``logits``.
-
-    The gradient takes autograd's own path (nll_loss's ``-1 / count`` at the target, then
-    log_softmax's backward), so it is bitwise what ``F.cross_entropy(...).backward()``
-    hands a network. ``torch.where``, never a multiplied mask: padding rows never enter
-    a sum, even non-finite ones."""
-    logp = torch.log_softmax(logits, dim=2)
-    target = batch.y.unsqueeze(2)
-    nll = logp.gather(2, target).squeeze(2).neg_()
-    if batch.padded:
-        nll = torch.where(batch.mask, nll, 0.0)
-    losses = nll.sum(1) / batch.counts
-    picked = torch.arange(logits.shape[2], device=logits.device) == target
-    if batch.padded:
-        picked &= batch.mask.unsqueeze(2)
-    grad_logp = torch.where(picked, (-1.0 / batch.counts).view(-1, 1, 1), 0.0)
-    grad = torch.ops.aten._log_softmax_backward_data(grad_logp, logp, 2, logp.dtype)
-    if batch.padded:
-        grad = torch.where(batch.mask.unsqueeze(2), grad, 0.0)
-    return losses, grad
-
-
-def _summed_cross_entropy(
-    logits: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-slot summed cross-entropy and correct count, ``logits`` (G, B, C), ``y`` (B,)."""
-    target = y.expand(logits.shape[0], -1)
-    nll = torch.log_softmax(logits, dim=2).gather(2, target.unsqueeze(2)).squeeze(2)
-    correct = (logits.argmax(dim=2) == target).sum(1)
-    return -nll.sum(1), correct
-
-
-# -- kernels -------------------------------------------------------------------------------
-
-_ACTIVATIONS: dict[type, str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
-
-
-def _activate(name: str | None, z: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
-    """The activation; ``inplace`` where ``z`` is a fresh matmul output nothing else reads."""
-    if name == "relu":
-        return z.relu_() if inplace else torch.relu(z)
-    if name == "tanh":
-        return z.tanh_() if inplace else torch.tanh(z)
-    return z
-
-
-def _activation_backward(name: str | None, grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """What autograd does for ReLU / Tanh, given the activation's output."""
-    if name == "relu":
-        return torch.ops.aten.threshold_backward(grad, out, 0)
-    if name == "tanh":
-        return torch.ops.aten.tanh_backward(grad, out)
-    return grad
-
-
-def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``h @ w.T + b`` per slot: ``h`` (G, B, I), ``w`` (G, O, I), ``b`` (G, O). ``bmm``
-    then ``add`` is ~25% faster than ``baddbmm``, which first copies the expanded bias."""
-    z = torch.bmm(h, w.transpose(1, 2))
-    return z if b is None else z.add_(b.unsqueeze(1))
-
-
-class _Kernel:
-    """The loss, gradients and logits of one architecture, for G slots at once."""
-
-    def __init__(self, layout: _Layout) -> None:
-        self.layout = layout
-        # the layers computed on a group's padded rows (the others run once per slot,
-        # on its own batch size): what grouping slots by batch size can save on
-        self.padded_layers: list[int] = list(range(layout.num_layers))
-
-    def loss_and_grads(
-        self, weights: torch.Tensor, batch: _Batch
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-slot mean loss (G,) and every parameter's gradient (G, *shape)."""
-        raise NotImplementedError
-
-    def logits(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits (G, B, C) of every slot on the shared inputs ``x`` (B, ...)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def _leaves(views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Parameters as autograd leaves sharing the stacked buffer's storage."""
-        return [v.detach().requires_grad_() for v in views]
-
-    def _autograd(
-        self, weights: torch.Tensor, batch: _Batch, forward: Callable[..., torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Autograd through ``forward(params, batch)``, with the loss's gradient handed in."""
-        with torch.enable_grad():
-            leaves = self._leaves(self.layout.views(weights))
-            logits = forward(leaves, batch)
-            with torch.no_grad():
-                losses, grad = _masked_cross_entropy(logits.detach(), batch)
-            grads = torch.autograd.grad(logits, leaves, grad)
-        return losses, list(grads)
-
-
-def _chain_forward(
-    layers: list[tuple[Any, Any]], activations: list[str | None], h: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """``(Linear act?)*`` on (G, B, I) inputs: the output, and each layer's input and
-    output (what the backward pass needs)."""
-    inputs, outputs = [], []
-    for (w, b), act in zip(layers, activations, strict=True):
-        inputs.append(h)
-        h = _activate(act, _linear(h, w, b), inplace=True)
-        outputs.append(h)
-    return h, inputs, outputs
-
-
-def _chain_backward(
-    layers: list[tuple[Any, Any]],
-    activations: list[str | None],
-    grad: torch.Tensor,
-    inputs: list[torch.Tensor],
-    outputs: list[torch.Tensor],
-    *,
-    input_grad: bool,
-) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Gradients of a ``(Linear act?)*`` chain from the gradient at its output, by the
-    same products autograd takes for ``F.linear`` (so they agree bitwise): per-parameter
-    gradients in layout order, and the input's gradient if ``input_grad``."""
-    per_layer: list[list[torch.Tensor]] = []
-    for i in reversed(range(len(layers))):
-        grad = _activation_backward(activations[i], grad, outputs[i])
-        w, b = layers[i]
-        grads = [torch.bmm(grad.transpose(1, 2), inputs[i])]
-        if b is not None:
-            grads.append(grad.sum(1))
-        per_layer.append(grads)
-        if i or input_grad:
-            grad = torch.bmm(grad, w)
-    return [g for grads in reversed(per_layer) for g in grads], grad if input_grad else None
-
-
-class _LinearChainKernel(_Kernel):
-    """``Flatten? (Linear act?)*`` with forward and backward written out as batched matmuls:
-    no autograd graph to build, the fastest option measured for the MLPs."""
-
-    def __init__(self, layout: _Layout, activations: list[str | None]) -> None:
-        super().__init__(layout)
-        self.activations = activations
-
-    @torch.no_grad()
-    def loss_and_grads(
-        self, weights: torch.Tensor, batch: _Batch
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        layers = self.layout.per_layer(self.layout.views(weights))
-        x = batch.x.reshape(*batch.y.shape, -1)
-        logits, inputs, outputs = _chain_forward(layers, self.activations, x)
-        losses, grad = _masked_cross_entropy(logits, batch)
-        grads, _ = _chain_backward(
-            layers, self.activations, grad, inputs, outputs, input_grad=False
-        )
-        return losses, grads
-
-    @torch.no_grad()
-    def logits(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        layers = self.layout.per_layer(self.layout.views(weights))
-        h = x.reshape(1, len(x), -1).expand(len(weights), -1, -1)
-        return _chain_forward(layers, self.activations, h)[0]
-
-
-class _SequentialKernel(_Kernel):
-    """An ``nn.Sequential`` trunk of Conv2d / MaxPool2d / activations, a Flatten, then a
-    ``(Linear act?)*`` head. The trunk goes through autograd, once per slot (``"loop"``,
-    each on its own batch size) or as one grouped convolution over the group
-    (``"grouped"``); the head is the hand-written batched chain, whose input gradient
-    is handed to autograd for the trunk."""
-
-    def __init__(
-        self, layout: _Layout, modules: list[nn.Module], head: list[str | None], conv: str
-    ) -> None:
-        super().__init__(layout)
-        flatten = next(i for i, m in enumerate(modules) if isinstance(m, nn.Flatten))
-        self.trunk = modules[: flatten + 1]
-        self.head_activations = head
-        self.trunk_layers = sum(isinstance(m, nn.Conv2d) for m in self.trunk)
-        self.trunk_segments = sum(s.layer < self.trunk_layers for s in layout.segments)
-        # without convolutions the trunk is a reshape: run it batched, whatever ``conv``
-        self.grouped = conv == "grouped" or not self.trunk_layers
-        if not self.grouped:
-            self.padded_layers = self.padded_layers[self.trunk_layers :]
-
-    def _trunk_one(self, layers: list[tuple[Any, Any]], h: torch.Tensor) -> torch.Tensor:
-        """The trunk on one slot's inputs (B, C, H, W) -> features (B, F)."""
-        k = 0
-        for m in self.trunk:
-            if isinstance(m, nn.Conv2d):
-                w, b = layers[k]
-                h = F.conv2d(h, w, b, m.stride, m.padding, m.dilation)
-                k += 1
-            else:
-                h = self._shape_free(m, h)
-        return h
-
-    def _trunk_grouped(self, layers: list[tuple[Any, Any]], x: torch.Tensor) -> torch.Tensor:
-        """The trunk on all slots' inputs (G, B, C, H, W) as grouped convolutions."""
-        g, b = x.shape[:2]
-        h = x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
-        k = 0
-        for m in self.trunk:
-            if isinstance(m, nn.Conv2d):
-                w, bias = layers[k]
-                h = F.conv2d(
-                    h,
-                    w.reshape(-1, *w.shape[2:]),
-                    None if bias is None else bias.reshape(-1),
-                    m.stride,
-                    m.padding,
-                    m.dilation,
-                    groups=g,
-                )
-                k += 1
-            elif isinstance(m, nn.Flatten):
-                h = h.reshape(b, g, -1).transpose(0, 1)
-            else:
-                h = self._shape_free(m, h)
-        return h
-
-    @staticmethod
-    def _shape_free(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        if isinstance(m, nn.MaxPool2d):
-            return F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
-        if isinstance(m, nn.Flatten):
-            return h.flatten(1)
-        return _activate(_ACTIVATIONS[type(m)], h)
-
-    def _features(self, trunk: list[tuple[Any, Any]], x: torch.Tensor, sizes: list[int]):
-        """The trunk's output (G, B, F); per slot, rows past ``sizes[g]`` are zeros."""
-        if self.grouped:
-            return self._trunk_grouped(trunk, x)
-        per_slot = _unbind_layers(trunk, len(sizes))
-        width = x.shape[1]
-        return torch.stack(
-            [
-                F.pad(self._trunk_one(per_slot[g], x[g, :size]), (0, 0, 0, width - size))
-                for g, size in enumerate(sizes)
-            ]
-        )
-
-    def loss_and_grads(
-        self, weights: torch.Tensor, batch: _Batch
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        views = self.layout.views(weights)
-        leaves = self._leaves(views[: self.trunk_segments])
-        layers = self.layout.per_layer([*leaves, *views[self.trunk_segments :]])
-        trunk, head = layers[: self.trunk_layers], layers[self.trunk_layers :]
-        with torch.enable_grad():
-            features = self._features(trunk, batch.x, batch.sizes)
-        with torch.no_grad():
-            logits, inputs, outputs = _chain_forward(head, self.head_activations, features.detach())
-            losses, grad = _masked_cross_entropy(logits, batch)
-            head_grads, grad_features = _chain_backward(
-                head, self.head_activations, grad, inputs, outputs, input_grad=bool(leaves)
-            )
-        if not leaves:
-            return losses, head_grads
-        trunk_grads = torch.autograd.grad(features, leaves, grad_features)
-        return losses, [*trunk_grads, *head_grads]
-
-    @torch.no_grad()
-    def logits(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        layers = self.layout.per_layer(self.layout.views(weights))
-        trunk, head = layers[: self.trunk_layers], layers[self.trunk_layers :]
-        g = weights.shape[0]
-        if self.grouped:
-            features = self._trunk_grouped(trunk, x.unsqueeze(0).expand(g, *x.shape))
-        else:
-            features = torch.stack([self._trunk_one(one, x) for one in _unbind_layers(trunk, g)])
-        return _chain_forward(head, self.head_activations, features)[0]
-
-
-def _unbind_layers(layers: list[tuple[Any, Any]], count: int) -> list[list[tuple[Any, Any]]]:
-    """Per-slot ``(weight, bias)`` lists from stacked ones. ``unbind`` keeps autograd
-    cheap: its backward is one ``stack``, where indexing would add N zero-filled grads."""
-    unbound = [(w.unbind(0), [None] * count if b is None else b.unbind(0)) for w, b in layers]
-    return [[(w[g], b[g]) for w, b in unbound] for g in range(count)]
-
-
-class _FunctionalLoopKernel(_Kernel):
-    """Any network: ``functional_call`` once per slot, each on its own batch size."""
-
-    def __init__(self, layout: _Layout, network: nn.Module, names: list[str]) -> None:
-        super().__init__(layout)
-        self.padded_layers = []  # all of it runs per slot, on the slot's own batch size
-        self.network = network
-        self.names = names  # the parameters' names in layout order
-
-    def _call(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(
-            self.network, dict(zip(self.names, params, strict=True)), (x,)
-        )
-
-    def _forward(self, params: list[torch.Tensor], batch: _Batch) -> torch.Tensor:
-        per_slot = list(zip(*(p.unbind(0) for p in params), strict=True))
-        width = batch.x.shape[1]
-        return torch.stack(
-            [
-                F.pad(self._call(per_slot[g], batch.x[g, :size]), (0, 0, 0, width - size))
-                for g, size in enumerate(batch.sizes)
-            ]
-        )
-
-    def loss_and_grads(
-        self, weights: torch.Tensor, batch: _Batch
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self._autograd(weights, batch, self._forward)
-
-    @torch.no_grad()
-    def logits(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        views = self.layout.views(weights)
-        return torch.stack([self._call([v[g] for v in views], x) for g in range(len(weights))])
-
-
-def _sequence(network: nn.Module) -> list[nn.Module] | None:
-    """The network's modules in forward order, if it is a (nested) ``nn.Sequential``."""
-    if not isinstance(network, nn.Sequential):
-        return None
-    out: list[nn.Module] = []
-    for m in network:
-        inner = _sequence(m) if isinstance(m, nn.Sequential) else [m]
-        if inner is None:
-            return None
-        out += inner
-    return out
-
-
-def _linear_chain(modules: list[nn.Module], input_shape: tuple) -> list[str | None] | None:
-    """Each Linear's activation, if ``modules`` is ``Flatten? (Linear act?)*`` (the
-    Flatten is needed unless inputs are vectors: Linear acts on an image's last axis)."""
-    flattens = bool(modules) and _is_plain_flatten(modules[0])
-    if not flattens and len(input_shape) != 1:
-        return None
-    rest = modules[1:] if flattens else modules
-    activations: list[str | None] = []
-    for m in rest:
-        if isinstance(m, nn.Linear):
-            activations.append(None)
-        elif type(m) in _ACTIVATIONS and activations and activations[-1] is None:
-            activations[-1] = _ACTIVATIONS[type(m)]
-        else:
-            return None
-    return activations or None
-
-
-def _is_plain_flatten(m: nn.Module) -> bool:
-    return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
-
-
-def _conv_sequence(modules: list[nn.Module]) -> bool:
-    """Whether ``modules`` is a trunk (Conv2d, MaxPool2d, act), one Flatten, a head."""
-    flat = [i for i, m in enumerate(modules) if isinstance(m, nn.Flatten)]
-    if len(flat) != 1 or not _is_plain_flatten(modules[flat[0]]):
-        return False
-    trunk, head = modules[: flat[0]], modules[flat[0] + 1 :]
-    trunk_ok = all(
-        type(m) in _ACTIVATIONS
-        or isinstance(m, nn.MaxPool2d)
-        or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros")
-        for m in trunk
-    )
-    return trunk_ok and _linear_chain(head, (1,)) is not None
 
 
 # -- the trainer ---------------------------------------------------------------------------
@@ -591,7 +179,7 @@ class BatchedTrainer:
             LayerInfo(layer_kind(m), fan_in(m), i / max(count - 1, 1)) for i, m in enumerate(layers)
         ]
         self._init_layers = layers  # initialised per start(), on the CPU, then copied in
-        self._layout = _Layout(layers)
+        self._layout = Layout(layers)
         self._element_layer = self._layout.element_layer.to(self.device)
         self._spans = self._layout.layer_spans()
         self._macs = _macs_per_sample(network, layers, dataset.input_shape)
@@ -634,17 +222,17 @@ class BatchedTrainer:
         input_shape: tuple[int, ...],
         kernel: str,
         conv: str,
-    ) -> tuple[str, _Kernel]:
+    ) -> tuple[str, Kernel]:
         """The named kernel, or for ``"auto"`` the fastest that fits the network."""
-        modules = _sequence(network)
-        chain = _linear_chain(modules, input_shape) if modules is not None else None
-        sequential = modules is not None and (chain is not None or _conv_sequence(modules))
+        modules = sequence(network)
+        chain = linear_chain(modules, input_shape) if modules is not None else None
+        sequential = modules is not None and (chain is not None or conv_sequence(modules))
         if kernel == "auto":
             kernel = "linear" if chain is not None else "sequential" if sequential else "functional"
         if kernel == "linear":
             if chain is None:
                 raise ValueError("kernel='linear' needs a Sequential of Flatten, Linear, ReLU/Tanh")
-            return kernel, _LinearChainKernel(self._layout, chain)
+            return kernel, LinearChainKernel(self._layout, chain)
         if kernel == "sequential":
             if not sequential or modules is None:
                 raise ValueError(
@@ -654,15 +242,15 @@ class BatchedTrainer:
             if not any(isinstance(m, nn.Flatten) for m in modules):  # a linear chain
                 modules = [nn.Flatten(), *modules]
             flatten = next(i for i, m in enumerate(modules) if isinstance(m, nn.Flatten))
-            head = _linear_chain(modules[flatten + 1 :], (1,))
-            assert head is not None  # _conv_sequence or _linear_chain checked it
+            head = linear_chain(modules[flatten + 1 :], (1,))
+            assert head is not None  # conv_sequence or linear_chain checked it
             if conv == "auto":
                 conv = "grouped" if self.device.type == "cuda" else "loop"
-            return f"sequential-{conv}", _SequentialKernel(self._layout, modules, head, conv)
+            return f"sequential-{conv}", SequentialKernel(self._layout, modules, head, conv)
         names = {id(p): name for name, p in network.named_parameters()}
         order = [names[id(p)] for m in layers for p in m.parameters()]
         # a copy on the device: ``layers`` stay on the CPU, where start() initialises them
-        return kernel, _FunctionalLoopKernel(
+        return kernel, FunctionalLoopKernel(
             self._layout, copy.deepcopy(network).to(self.device), order
         )
 
@@ -719,6 +307,7 @@ class BatchedTrainer:
         return self._rates.copy()
 
     def batch_sizes(self) -> list[int]:
+        """Every slot's batch size (its instance's, clamped to the train part)."""
         return list(self._batch_size)
 
     def final_weights(self, slot: int) -> torch.Tensor:
@@ -861,7 +450,7 @@ class BatchedTrainer:
         schedule = self._schedule(slots, steps) if update else []
         for step in range(steps):
             index = indices[step]
-            batch = _Batch(x_train[index], y_train[index], sizes, mask, counts, padded)
+            batch = Batch(x_train[index], y_train[index], sizes, mask, counts, padded)
             losses, grads = self._kernel.loss_and_grads(work.weights, batch)
             self._layout.flatten(grads, out=grad)
             if step >= window_start:
@@ -981,7 +570,7 @@ class BatchedTrainer:
         correct = np.zeros(len(slots), dtype=np.int64)
         for start in range(0, len(y), self.eval_batch_size):
             chunk = slice(start, start + self.eval_batch_size)
-            summed, right = _summed_cross_entropy(self._kernel.logits(weights, x[chunk]), y[chunk])
+            summed, right = summed_cross_entropy(self._kernel.logits(weights, x[chunk]), y[chunk])
             loss_sum += summed.cpu().numpy().astype(np.float64)
             correct += right.cpu().numpy()
         losses[slots] = loss_sum / len(y)
