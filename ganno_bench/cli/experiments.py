@@ -16,7 +16,13 @@ from ganno_bench.experiments.batched_bench import (
     measure_batched,
     measure_ppo,
 )
-from ganno_bench.experiments.generalisation import SPLITS, TRAIN_ID, reproduce_generalisation
+from ganno_bench.experiments.diagnosis import diagnose
+from ganno_bench.experiments.generalisation import (
+    SPLITS,
+    TRAIN_ID,
+    reproduce_generalisation,
+    shipped_policies,
+)
 from ganno_bench.experiments.overhead import (
     DEFAULT_OVERHEAD_IDS,
     format_overhead,
@@ -25,6 +31,31 @@ from ganno_bench.experiments.overhead import (
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.result == "diagnosis":
+        return _diagnosis(args)
+    return _generalisation(args)
+
+
+def _diagnosis(args: argparse.Namespace) -> int:
+    policies = [Path(p) for p in args.policy] if args.policy else shipped_policies()
+    with torch_threads(1):
+        text = diagnose(
+            policies,
+            args.results,
+            instances=args.instances or range(8),
+            batch_size=args.batch_size,
+        )
+    out = Path(args.out) / "diagnosis.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(out)
+    print(text)
+    print(f"written to {out}")
+    return 0
+
+
+def _generalisation(args: argparse.Namespace) -> int:
     policies = [Path(p) for p in args.policy] if args.policy else None
     if args.train:
         policies = [
@@ -87,7 +118,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this group's commands."""
     p = sub.add_parser("reproduce", help="reproduce a result of the GANNO paper in the suite")
-    p.add_argument("result", choices=["generalisation"])
+    p.add_argument(
+        "result",
+        choices=["generalisation", "diagnosis"],
+        help="generalisation: the policies on harder ids against the baselines; diagnosis: "
+        "why they fail on CNNs (schedules, feature ablations, returns)",
+    )
     p.add_argument("--policy", action="append", help="saved policy (default: the shipped ones)")
     p.add_argument("--train", action="store_true", help="train fresh policies first")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -98,6 +134,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default="leaderboards/results", help="baselines' result cards")
     p.add_argument("--out", default="leaderboards/generalisation")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--batch-size", type=int, default=32, help="diagnosis: episodes per batch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_budget_options(p)
     p.set_defaults(func=cmd_reproduce)
