@@ -43,7 +43,9 @@ from ganno_bench.envs.batch_observation import (
 )
 from ganno_bench.envs.common import (
     build_trainer,
+    check_action_dict,
     check_env_options,
+    check_reset_args,
     choose_instance,
     decision_outcome,
     factor_index,
@@ -116,9 +118,10 @@ class BatchSizeEnv(ParallelEnv):
 
     # -- episode ----------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
+        options = check_reset_args(seed, options)
         if seed is not None:
             self.np_random, self.np_random_seed = seeding.np_random(seed)
-        self.instance = choose_instance(self.task, self.split, self.np_random, options or {})
+        self.instance = choose_instance(self.task, self.split, self.np_random, options)
         self.trainer.start(self.instance)
         self.batch_size = int(np.clip(self.instance.batch_size, *self.task.batch_bounds))
         self.lr = self._scheduled_lr(0)
@@ -242,6 +245,7 @@ class BatchSizeEnv(ParallelEnv):
         return float(grad @ prev) / denominator if denominator > 0 else 0.0
 
     def _new_batch_size(self, actions: dict[str, Any]) -> int:
+        actions = check_action_dict(actions)
         unknown = [a for a in actions if a != CONTROLLER]
         if CONTROLLER not in actions or unknown:
             raise ValueError(

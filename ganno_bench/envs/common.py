@@ -5,8 +5,9 @@ resets, rewards and scores alike."""
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ganno_bench.inner.engine import DecisionStats
+from ganno_bench.inner.fields import is_integer
 from ganno_bench.inner.instances import SPLITS, Instance, frozen_instance
 from ganno_bench.inner.task import TaskSpec
 from ganno_bench.inner.torch_trainer import TorchTrainer
@@ -35,6 +37,49 @@ def check_env_options(
         raise ValueError(f"unknown render_mode {render_mode!r}; supported: {render_modes} or None")
 
 
+# The keys reset(options=...) understands; any other key is a mistake (a misspelt
+# "instance" would otherwise draw a random instance without a word).
+RESET_OPTIONS = ("instance",)
+
+
+def check_reset_args(seed: Any, options: Any) -> dict[str, Any]:
+    """``reset``'s seed and options checked (a TypeError or ValueError naming the field);
+    the options as a dict."""
+    if seed is not None and not is_integer(seed):
+        raise TypeError(
+            f"reset(seed=...) takes a non-negative integer or None, got {seed!r} "
+            f"({type(seed).__name__})"
+        )
+    if seed is not None and seed < 0:
+        raise ValueError(f"reset(seed=...) takes a non-negative integer or None, got {seed}")
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset(options=...) takes a dict such as {{'instance': 0}} or None, got "
+            f"{options!r} ({type(options).__name__})"
+        )
+    unknown = [key for key in options if key not in RESET_OPTIONS]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), RESET_OPTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown reset option(s) {unknown}{hint}; reset(options=...) accepts only "
+            f"{list(RESET_OPTIONS)}"
+        )
+    return dict(options)
+
+
+def check_action_dict(actions: Any) -> Mapping[str, Any]:
+    """``step``'s argument must be a dict ``{agent: action}`` (PettingZoo's parallel API)."""
+    if not isinstance(actions, Mapping):
+        raise TypeError(
+            f"step() takes a dict {{agent: action}} with one action per live agent, got "
+            f"{actions!r} ({type(actions).__name__})"
+        )
+    return actions
+
+
 def is_numeric(value: Any) -> bool:
     """Whether ``value`` is an integer or float number or array (not bool, str, None...)."""
     try:
@@ -45,7 +90,10 @@ def is_numeric(value: Any) -> bool:
 
 def factor_index(agent: str, value: Any, factors: np.ndarray) -> int:
     """A factor-mode action: one integer index into ``factors`` (else ``ValueError``)."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists and other non-arrays
+        arr = np.asarray(None)
     if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(
             f"invalid action for {agent}: {value!r}; factor mode takes an integer "
@@ -94,6 +142,11 @@ def decision_outcome(
 
 def build_trainer(task: TaskSpec, device: str) -> tuple[TorchTrainer, int]:
     """The task's network, data and optimiser in an engine; also the number of classes."""
+    if not isinstance(device, str):
+        raise TypeError(
+            f"device must be a string such as 'cpu' or 'cuda', got {device!r} "
+            f"({type(device).__name__})"
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was asked for but CUDA is not available; use device='cpu'"
@@ -121,6 +174,11 @@ def choose_instance(
     it, a frozen instance of a held-out split or a fresh draw from the train split."""
     chosen = options.get("instance")
     frozen = split != "train"
+    if isinstance(chosen, bool | np.bool_):  # True is an int to Python, never an index here
+        raise TypeError(
+            f"options['instance'] must be a non-negative index, an Instance or its dict; "
+            f"got {chosen!r} (bool)"
+        )
     if chosen is None:
         if frozen:
             pool = task.frozen_instances(split)
@@ -129,8 +187,11 @@ def choose_instance(
     if isinstance(chosen, Instance):
         return chosen
     if isinstance(chosen, dict):
-        return Instance.from_dict(chosen)
-    if not isinstance(chosen, int | np.integer) or chosen < 0:
+        try:
+            return Instance.from_dict(chosen)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"options['instance'] is not a valid instance dict: {exc}") from exc
+    if not is_integer(chosen) or chosen < 0:
         raise ValueError(
             f"options['instance'] must be a non-negative index, an Instance or "
             f"its dict; got {chosen!r}"

@@ -27,7 +27,9 @@ from pettingzoo import ParallelEnv
 
 from ganno_bench.envs.common import (
     build_trainer,
+    check_action_dict,
     check_env_options,
+    check_reset_args,
     choose_instance,
     decision_outcome,
     factor_index,
@@ -98,9 +100,10 @@ class LayerLREnv(ParallelEnv):
 
     # -- episode ----------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
+        options = check_reset_args(seed, options)
         if seed is not None:
             self.np_random, self.np_random_seed = seeding.np_random(seed)
-        self.instance = self._choose_instance(options or {})
+        self.instance = self._choose_instance(options)
         self.trainer.start(self.instance)
         self.rates = np.clip(
             np.full(len(self.possible_agents), self.instance.learning_rate), *self.task.lr_bounds
@@ -175,6 +178,7 @@ class LayerLREnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def _new_rates(self, actions: dict[str, Any]) -> np.ndarray:
+        actions = check_action_dict(actions)
         missing = [a for a in self.agents if a not in actions]
         unknown = [a for a in actions if a not in self.possible_agents]
         if missing or unknown:

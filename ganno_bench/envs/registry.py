@@ -75,6 +75,11 @@ def make_spaces(config: dict[str, Any]) -> dict[str, InstanceSpace]:
 
 def spec(env_id: str) -> TaskSpec:
     """The registered task behind ``env_id``."""
+    if not isinstance(env_id, str):
+        raise TypeError(
+            f"an environment id is a string such as 'ganno/LayerLR-MLP-Easy-v0', got "
+            f"{env_id!r} ({type(env_id).__name__}); `ganno-bench list` shows every id"
+        )
     try:
         return _REGISTRY[env_id]
     except KeyError:
