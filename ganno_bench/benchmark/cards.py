@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import gzip
 import json
+import math
 import os
 import platform
 from collections import defaultdict
@@ -107,6 +108,14 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
             f"{source}: schema_version {card.get('schema_version')!r} is not "
             f"supported (this ganno-bench reads version {SCHEMA_VERSION})"
         )
+    bad = _first_non_finite(card)
+    if bad is not None:
+        where, value = bad
+        raise CardError(
+            f"{source}: field {where or '(top level)'}: {value} is not a finite number "
+            "(result cards are strict JSON, which has no NaN or Infinity): fix that value, "
+            "or re-run the evaluation with inputs that keep it finite"
+        )
     validator = jsonschema.Draft202012Validator(card_schema())
     errors = sorted(validator.iter_errors(card), key=lambda e: list(e.absolute_path))
     if errors:
@@ -115,6 +124,33 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise CardError(f"{source}: field {where}: {first.message}{more}")
     return card
+
+
+def _first_non_finite(value: Any, where: str = "") -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinity in ``value``, else None (the
+    schema's ``number`` cannot say "finite", and free-form parts such as an agent's
+    config have no types at all)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_non_finite(item, f"{where}/{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class _NonFiniteToken(ValueError):
+    """A bare NaN / Infinity / -Infinity in a card file (Python's json reads them)."""
+
+
+def _refuse_constant(token: str) -> float:
+    raise _NonFiniteToken(token)
 
 
 def load_card(path: str | os.PathLike) -> dict[str, Any]:
@@ -127,7 +163,13 @@ def load_card(path: str | os.PathLike) -> dict[str, Any]:
     compact = curve_store.is_compact_path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if compact else path.read_bytes()
-        card = json.loads(raw)
+        card = json.loads(raw, parse_constant=_refuse_constant)
+    except _NonFiniteToken as exc:
+        raise CardError(
+            f"{path}: holds a bare {exc} token, which is not JSON: result cards hold finite "
+            "numbers only (an older ganno-bench wrote NaN for invalid overrides such as "
+            "divergence_factor=nan); re-run the evaluation"
+        ) from exc
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         what = "gzip-compressed JSON" if compact else "valid JSON"
         raise CardError(f"{path}: not {what} ({exc})") from exc
@@ -160,9 +202,11 @@ def write_card(card: dict[str, Any], path: str | os.PathLike) -> Path:
     if curve_store.is_compact_path(path):
         slim, arrays = curve_store.split_card(card)
         curve_store.write_store(arrays, curve_store.store_path(path))
-        data = gzip.compress(json.dumps(slim, separators=(",", ":")).encode(), mtime=0)
+        data = gzip.compress(
+            json.dumps(slim, separators=(",", ":"), allow_nan=False).encode(), mtime=0
+        )
     else:
-        data = (json.dumps(card, indent=1) + "\n").encode()
+        data = (json.dumps(card, indent=1, allow_nan=False) + "\n").encode()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ganno_bench.agents.protocol import Agent, OuterLoopAgent
+from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.cards import CARD_KIND, SCHEMA_VERSION, hardware, now, write_card
 from ganno_bench.benchmark.scoring import load_references, normalised_score
 from ganno_bench.benchmark.threads import init_worker, single_threaded
@@ -177,27 +178,26 @@ def _run_header(
 
 
 def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, int], dict]:
-    """Episodes already finished by an earlier, interrupted run of the same evaluation."""
-    if not path.exists():
+    """Episodes already finished by an earlier, interrupted run of the same evaluation. An
+    empty journal, or one holding a torn header only (killed before its first write was
+    whole), is a run that finished nothing."""
+    records = journal.read_records(path)
+    if not records:
         return {}
-    lines = path.read_text().splitlines()
-    try:
-        stored_header = json.loads(lines[0])["header"]
-    except (IndexError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    first = records[0]
+    if not isinstance(first, dict) or not isinstance(first.get("header"), dict):
         raise ValueError(
-            f"{path} is not a ganno-bench evaluation journal ({exc}); move it "
-            "away or choose another --out"
-        ) from exc
-    if json.loads(json.dumps(header)) != stored_header:
+            f"{path} is not a ganno-bench evaluation journal (its first line is not a "
+            "header); move it away or choose another --out"
+        )
+    if json.loads(json.dumps(header)) != first["header"]:
         raise ValueError(
             f"{path} belongs to a different evaluation (agent, ids, split, seeds "
             "or overrides differ); choose another --out, or delete it to start over"
         )
     done = {}
-    for line in lines[1:]:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the last line of a killed run may be cut short
+    for record in records[1:]:
+        if record is None:  # a line damaged by an older version's kill: run it again
             continue
         done[(record["env_id"], record["instance"], record["seed"])] = record
     return done
@@ -230,8 +230,8 @@ def evaluate(
     ids = resolve_ids([ids] if isinstance(ids, str) else ids)
     overrides = dict(overrides or {})
     header = _run_header(agent, ids, split, seeds, overrides, instances)
-    journal = Path(str(out) + ".partial.jsonl") if out is not None else None
-    done = _read_journal(journal, header) if journal is not None else {}
+    journal_path = Path(str(out) + ".partial.jsonl") if out is not None else None
+    done = _read_journal(journal_path, header) if journal_path is not None else {}
     # References hold for the shipped tasks on frozen instances only: an override (budget,
     # data, ...) changes the task, so its episodes get no normalised score.
     if split == "train" or overrides:
@@ -246,13 +246,9 @@ def evaluate(
         if (env_id, k, s) not in done
     ]
 
-    sink = None
-    if journal is not None:
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not journal.exists()
-        sink = open(journal, "a")  # noqa: SIM115 - closed in the finally below
-        if fresh:
-            sink.write(json.dumps({"header": header}) + "\n")
+    # The header is on disk before the first episode starts (a kill in that window must
+    # leave a journal to resume), and a torn last line is repaired before appending.
+    sink = journal.open_for_append(journal_path, {"header": header}) if journal_path else None
     bar = tqdm(
         total=len(todo) + len(done),
         initial=len(done),
@@ -264,9 +260,7 @@ def evaluate(
     def keep(record: dict[str, Any]) -> None:
         done[(record["env_id"], record["instance"], record["seed"])] = record
         if sink is not None:
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            journal.append(sink, record)
         bar.update()
 
     try:
@@ -311,5 +305,5 @@ def evaluate(
     }
     if out is not None:
         write_card(card, out)
-        journal.unlink(missing_ok=True)
+        journal_path.unlink(missing_ok=True)
     return card

@@ -28,7 +28,6 @@ its instances are done.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.cards import hardware
 from ganno_bench.benchmark.scoring import FORMAT, references_path
 from ganno_bench.benchmark.threads import init_worker, single_threaded
@@ -159,15 +159,12 @@ def _work_items(ids: Iterable[str], done: set[tuple[str, str, int]]) -> list[tup
 
 
 def _read_work_file(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    records = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: redo that item
-                continue
-            records[(record["env_id"], record["split"], record["instance"])] = record
-    return records
+    """Finished items of the work file (a line damaged by a kill is redone)."""
+    return {
+        (record["env_id"], record["split"], record["instance"]): record
+        for record in journal.read_records(path)
+        if record is not None
+    }
 
 
 def _run_item(item: tuple[str, str, int], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -188,23 +185,13 @@ def compute_references(
     overrides = dict(overrides or {})
     done = _read_work_file(work_file)
     items = _work_items(ids, set(done))
-    work_file.parent.mkdir(parents=True, exist_ok=True)
-    if (
-        work_file.exists()
-        and work_file.stat().st_size
-        and not work_file.read_bytes().endswith(b"\n")
-    ):
-        with open(work_file, "a") as sink:  # end a line cut short by a kill, so the next
-            sink.write("\n")  # record starts a line of its own
     with (
-        open(work_file, "a") as sink,
+        journal.open_for_append(work_file) as sink,
         tqdm(total=len(items), disable=not progress, desc="references") as bar,
     ):
 
         def keep(record: dict[str, Any]) -> None:
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            journal.append(sink, record)
             done[(record["env_id"], record["split"], record["instance"])] = record
             bar.update()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,9 @@ def check_env_options(
         raise ValueError(f"unknown render_mode {render_mode!r}; supported: {render_modes} or None")
 
 
-# The keys reset(options=...) understands; any other key is a mistake (a misspelt
-# "instance" would otherwise draw a random instance without a word).
+# The keys reset(options=...) understands. A key close to one of them is a typo and an
+# error (a misspelt "instance" would otherwise draw a random instance without a word);
+# other keys are ignored with a warning, as PettingZoo's API test passes options of its own.
 RESET_OPTIONS = ("instance",)
 
 
@@ -60,12 +62,18 @@ def check_reset_args(seed: Any, options: Any) -> dict[str, Any]:
             f"{options!r} ({type(options).__name__})"
         )
     unknown = [key for key in options if key not in RESET_OPTIONS]
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), RESET_OPTIONS, n=1)
+        if close:
+            raise ValueError(
+                f"unknown reset option {key!r} (did you mean {close[0]!r}?); "
+                f"reset(options=...) understands {list(RESET_OPTIONS)}"
+            )
     if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), RESET_OPTIONS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
-            f"unknown reset option(s) {unknown}{hint}; reset(options=...) accepts only "
-            f"{list(RESET_OPTIONS)}"
+        warnings.warn(
+            f"reset() ignores the option(s) {unknown}: it understands only "
+            f"{list(RESET_OPTIONS)}",
+            stacklevel=3,
         )
     return dict(options)
 
