@@ -234,8 +234,10 @@ def scores_by_env(card: dict[str, Any], metric: str = "normalised_score") -> dic
         value = episode[metric]
         if value is None:
             raise CardError(
-                f"{episode['env_id']} has no {metric} in this card (no shipped "
-                "reference values for it); run `ganno-bench references` first"
+                f"{episode['env_id']} has no {metric} in this card (no reference values "
+                "for it when it was evaluated): run `ganno-bench references --env "
+                f"{episode['env_id']}` (with `--import MODULE` for a task registered in "
+                "Python), then `ganno-bench rescore CARD`"
             )
         grouped[episode["env_id"]].append(float(value))
     return {env_id: np.asarray(values) for env_id, values in grouped.items()}

@@ -12,7 +12,6 @@ result card is written atomically and the journal removed.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,7 @@ from ganno_bench.agents.protocol import Agent, OuterLoopAgent
 from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.cards import CARD_KIND, SCHEMA_VERSION, hardware, now, write_card
 from ganno_bench.benchmark.scoring import load_references, normalised_score
-from ganno_bench.benchmark.threads import init_worker, single_threaded
+from ganno_bench.benchmark.threads import init_worker, single_threaded, worker_context
 from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec
 from ganno_bench.inner.instances import instances_hash
 from ganno_bench.version import __version__
@@ -218,12 +217,15 @@ def evaluate(
     overrides: dict[str, Any] | None = None,
     instances: Sequence[int] | None = None,
     progress: bool = True,
+    references_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``agent`` on every frozen instance of ``split`` for each seed; return the card.
 
     ``ids``: ids, globs or suite names. ``out``: the card's path; its journal makes the
     run resumable. ``workers`` > 1 runs episodes in that many processes. ``instances``
     restricts the run to some instance indices (e.g. for a quick look).
+    ``references_dir``: the folder of the references that score the episodes, for user
+    tasks registered without one (the default: the registered or shipped folder).
     """
     from tqdm import tqdm
 
@@ -237,7 +239,7 @@ def evaluate(
     if split == "train" or overrides:
         references = dict.fromkeys(ids)
     else:
-        references = {env_id: load_references(env_id) for env_id in ids}
+        references = {env_id: load_references(env_id, references_dir) for env_id in ids}
     todo = [
         (env_id, k, s)
         for env_id in ids
@@ -272,10 +274,9 @@ def evaluate(
                 for job in jobs:
                     keep(run_episode(*job))
         else:
-            # fork keeps tasks the user registered in this process; spawn where there is none
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=worker_context(), initializer=init_worker
+            ) as pool:
                 for future in as_completed([pool.submit(_worker_episode, j) for j in jobs]):
                     keep(future.result())
     finally:
