@@ -108,13 +108,12 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
             f"{source}: schema_version {card.get('schema_version')!r} is not "
             f"supported (this ganno-bench reads version {SCHEMA_VERSION})"
         )
-    bad = _first_non_finite(card)
+    bad = _first_non_json(card)
     if bad is not None:
-        where, value = bad
+        where, problem = bad
         raise CardError(
-            f"{source}: field {where or '(top level)'}: {value} is not a finite number "
-            "(result cards are strict JSON, which has no NaN or Infinity): fix that value, "
-            "or re-run the evaluation with inputs that keep it finite"
+            f"{source}: field {where or '(top level)'}: {problem}; a result card is strict "
+            "JSON: fix that value, or re-run the evaluation with inputs that keep it finite"
         )
     validator = jsonschema.Draft202012Validator(card_schema())
     errors = sorted(validator.iter_errors(card), key=lambda e: list(e.absolute_path))
@@ -126,20 +125,31 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
     return card
 
 
-def _first_non_finite(value: Any, where: str = "") -> tuple[str, float] | None:
-    """The path and value of the first NaN or infinity in ``value``, else None (the
-    schema's ``number`` cannot say "finite", and free-form parts such as an agent's
-    config have no types at all)."""
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _first_non_json(value: Any, where: str = "") -> tuple[str, str] | None:
+    """The path of the first value in ``value`` that strict JSON cannot hold exactly (NaN,
+    infinities, numpy integers, complex numbers, non-string keys...) and what is wrong
+    with it; None when there is none. The schema's ``number`` cannot say "finite", and
+    free-form parts such as an agent's config have no types at all."""
     if isinstance(value, float) and not math.isfinite(value):
-        return where, value
+        return where, f"{value} is not a finite number (strict JSON has no NaN or Infinity)"
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list | tuple):
         items = enumerate(value)
-    else:
+    elif isinstance(value, _JSON_SCALARS):
         return None
+    else:
+        return where, (
+            f"{value!r} ({type(value).__name__}) is not a JSON value; use a plain int, "
+            "float, str, bool, list or dict"
+        )
     for key, item in items:
-        found = _first_non_finite(item, f"{where}/{key}" if where else str(key))
+        if isinstance(value, dict) and not isinstance(key, str):
+            return where, f"key {key!r} is not a string"
+        found = _first_non_json(item, f"{where}/{key}" if where else str(key))
         if found is not None:
             return found
     return None

@@ -44,9 +44,9 @@ def check_env_options(
 RESET_OPTIONS = ("instance",)
 
 
-def check_reset_args(seed: Any, options: Any) -> dict[str, Any]:
-    """``reset``'s seed and options checked (a TypeError or ValueError naming the field);
-    the options as a dict."""
+def check_reset_args(seed: Any, options: Any) -> tuple[int | None, dict[str, Any]]:
+    """``reset``'s seed and options checked (a TypeError or ValueError naming the field):
+    the seed as a Python int (numpy integers too) or None, the options as a dict."""
     if seed is not None and not is_integer(seed):
         raise TypeError(
             f"reset(seed=...) takes a non-negative integer or None, got {seed!r} "
@@ -54,8 +54,9 @@ def check_reset_args(seed: Any, options: Any) -> dict[str, Any]:
         )
     if seed is not None and seed < 0:
         raise ValueError(f"reset(seed=...) takes a non-negative integer or None, got {seed}")
+    seed = None if seed is None else int(seed)
     if options is None:
-        return {}
+        return seed, {}
     if not isinstance(options, Mapping):
         raise TypeError(
             f"reset(options=...) takes a dict such as {{'instance': 0}} or None, got "
@@ -75,7 +76,7 @@ def check_reset_args(seed: Any, options: Any) -> dict[str, Any]:
             f"{list(RESET_OPTIONS)}",
             stacklevel=3,
         )
-    return dict(options)
+    return seed, dict(options)
 
 
 def check_action_dict(actions: Any) -> Mapping[str, Any]:

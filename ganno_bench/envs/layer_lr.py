@@ -100,7 +100,7 @@ class LayerLREnv(ParallelEnv):
 
     # -- episode ----------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
-        options = check_reset_args(seed, options)
+        seed, options = check_reset_args(seed, options)
         if seed is not None:
             self.np_random, self.np_random_seed = seeding.np_random(seed)
         self.instance = self._choose_instance(options)

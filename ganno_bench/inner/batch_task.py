@@ -104,7 +104,10 @@ class BatchSizeTaskSpec(TaskSpec):
         for split, space in self.spaces.items():
             outside = [b for b in space.batch_sizes if not lo <= b <= hi]
             if outside:
-                problems.append(f"{split}: initial batch sizes {outside} are outside {lo}..{hi}")
+                problems.append(
+                    f"{split}: initial batch sizes {outside} are outside {lo}..{hi}, the "
+                    "batch_bounds (widen them to hold these)"
+                )
         if problems:
             raise ValueError(f"{owner}: " + "; ".join(problems))
 
