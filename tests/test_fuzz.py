@@ -248,7 +248,7 @@ INSTANCE_FIELDS = {
     "init_seed": st.integers(-1, 2**64),
     "data_seed": st.integers(-1, 2**64),
     "init_scheme": st.sampled_from(["kaiming_uniform", "orthogonal", "zeros", ""]),
-    "init_scale": odd(-1.0, 4.0),
+    "init_scale": st.one_of(odd(-1.0, 4.0), st.floats(1.0, 1e40)),
     "log10_lr": odd(-30.0, 30.0),
     "batch_size": st.integers(-1, 10**6),
     "momentum": odd(-0.5, 1.5),

@@ -166,3 +166,16 @@ def test_registering_a_task_uses_the_same_checks(tmp_path):
     with pytest.raises(TypeError, match="task id must be a non-empty string"):
         ganno_bench.TaskSpec(id=None, model=task.model, data=task.data, spaces=task.spaces)
     assert "mylab/Checked-v0" not in ganno_bench.list_envs()
+
+
+@pytest.mark.parametrize("env_id", [LR, BS])
+def test_an_instance_whose_network_starts_non_finite_is_refused(envs, env_id):
+    """Found by the fuzz test: a huge init_scale gives a NaN loss before training, and
+    divergence and the score's cap, measured against it, NaN final scores."""
+    env = envs[env_id]
+    base = ganno_bench.spec(env_id).frozen_instances("test")[0].to_dict()
+    with pytest.raises(ValueError, match=r"options\['instance'\].*init_scale=1e\+30 is too large"):
+        env.reset(seed=0, options={"instance": {**base, "init_scale": 1e30}})
+    assert env.agents == []  # no half-started episode to step
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(dict.fromkeys(env.possible_agents, 1))

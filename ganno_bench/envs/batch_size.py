@@ -50,6 +50,7 @@ from ganno_bench.envs.common import (
     decision_outcome,
     factor_index,
     final_scores,
+    initial_evaluation,
     is_numeric,
 )
 from ganno_bench.envs.privileged import PrivilegedView
@@ -129,10 +130,11 @@ class BatchSizeEnv(ParallelEnv):
         self._samples = 0
         self._updates = 0
         self._prev_grad: torch.Tensor | None = None
-        self.agents = [CONTROLLER]
+        self.agents = []  # until the episode has started (a refused instance starts none)
 
         probe = self._probe()
-        self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
+        self._val_loss, self._val_accuracy = initial_evaluation(self.trainer, self.instance)
+        self.agents = [CONTROLLER]
         self._initial_val_loss = self._val_loss
         obs, noise = self._observe(
             probe, train_loss=probe.loss, update_ratio=0.0, prev_val_loss=self._val_loss

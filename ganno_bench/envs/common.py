@@ -117,6 +117,20 @@ def factor_index(agent: str, value: Any, factors: np.ndarray) -> int:
     return index
 
 
+def initial_evaluation(trainer: TorchTrainer, instance: Instance) -> tuple[float, float]:
+    """Validation loss and accuracy before any training. A loss that is not finite is
+    refused: divergence and the final score's cap are measured against it, so the episode
+    could only end in NaN scores."""
+    loss, accuracy = trainer.evaluate("val")
+    if not math.isfinite(loss):
+        raise ValueError(
+            f"options['instance']: the network's validation loss before training is {loss}, "
+            f"so no episode can be scored; its init_scale={instance.init_scale} is too large "
+            "for this network (choose a smaller init_scale)"
+        )
+    return loss, accuracy
+
+
 @dataclass(frozen=True)
 class DecisionOutcome:
     """The validation loss and accuracy after a decision, whether it diverged, and its

@@ -34,6 +34,7 @@ from ganno_bench.envs.common import (
     decision_outcome,
     factor_index,
     final_scores,
+    initial_evaluation,
     is_numeric,
 )
 from ganno_bench.envs.observation import FEATURE_NAMES, build_observations, named, observation_space
@@ -110,10 +111,11 @@ class LayerLREnv(ParallelEnv):
         )
         self.trainer.set_learning_rates(self.rates)
         self._t = 0
-        self.agents = list(self.possible_agents)
+        self.agents = []  # until the episode has started (a refused instance starts none)
 
         probe = self.trainer.train(1, update=False)
-        self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
+        self._val_loss, self._val_accuracy = initial_evaluation(self.trainer, self.instance)
+        self.agents = list(self.possible_agents)
         self._initial_val_loss = self._val_loss
         obs = build_observations(
             self.trainer.layers,
