@@ -9,6 +9,7 @@ Gymnasium::
 
 from ganno_bench.agents.protocol import Agent, FunctionAgent, PrivilegedAgent, ScheduleAgent
 from ganno_bench.benchmark.evaluation import evaluate
+from ganno_bench.benchmark.references import compute_references
 from ganno_bench.envs import (
     BatchSizeEnv,
     CentralisedBatchSizeEnv,
@@ -42,6 +43,7 @@ __all__ = [
     "TaskSpec",
     "UnknownEnvironmentError",
     "__version__",
+    "compute_references",
     "evaluate",
     "list_envs",
     "make",

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +17,8 @@ import pytest
 import ganno_bench
 from ganno_bench.agents.protocol import FunctionAgent, ScheduleAgent
 from ganno_bench.baselines.zoo import UnknownAgentError, builtin_agents, load_agent
-from ganno_bench.benchmark.cards import CardError, load_card, validate_card
-from ganno_bench.benchmark.evaluation import resolve_ids
+from ganno_bench.benchmark.cards import CardError, load_card, validate_card, write_card
+from ganno_bench.benchmark.evaluation import _read_journal, resolve_ids
 
 TINY = {"decisions": 3, "inner_steps": 2}
 EASY = "ganno/LayerLR-MLP-Easy-v0"
@@ -208,6 +212,105 @@ def test_a_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path):
     ]
 
 
+def random_factors(observations, infos, rng):
+    return {agent: int(rng.integers(5)) for agent in observations}
+
+
+@dataclass
+class _KilledAtEpisode(FunctionAgent):
+    """Random factors; SIGKILLs its own process (no cleanup, as `kill -9` does) when it is
+    reset for episode ``GANNO_TEST_KILL_AT + 1`` of the process."""
+
+    def reset(self, task, instance, agents, seed):
+        super().reset(task, instance, agents, seed)
+        self._episodes = getattr(self, "_episodes", 0) + 1
+        limit = os.environ.get("GANNO_TEST_KILL_AT")
+        if limit is not None and self._episodes > int(limit):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+KILLED = _KilledAtEpisode(random_factors, "random-killed")
+KILL_BUDGET = {"decisions": 2, "inner_steps": 2}
+KILL_INSTANCES = [0, 1, 2, 3]
+
+
+def _evaluate_killed_at(out: Path, kill_at: int | None) -> int:
+    """The CLI evaluation of KILLED, killed when it starts episode ``kill_at + 1``."""
+    command = _cli(
+        "evaluate", "--agent", "tests.test_evaluation:KILLED", "--env", EASY, "--split",
+        "test", "--seeds", "0", "--instances", *map(str, KILL_INSTANCES), "--decisions",
+        "2", "--inner-steps", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "GANNO_TEST_KILL_AT"}
+    if kill_at is not None:
+        env["GANNO_TEST_KILL_AT"] = str(kill_at)
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(command, env=env, cwd=root, timeout=300).returncode
+
+
+def _without_timings(card):
+    """A card's content without what differs between two runs of it (times, dates)."""
+    kept = {k: v for k, v in card.items() if k != "created"}
+    kept["episodes"] = [
+        {k: v for k, v in e.items() if k != "wall_time_s"} for e in card["episodes"]
+    ]
+    return json.loads(json.dumps(kept))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_killed_card():
+    return ganno_bench.evaluate(
+        KILLED, [EASY], "test", [0], overrides=KILL_BUDGET, instances=KILL_INSTANCES,
+        progress=False,
+    )  # fmt: skip
+
+
+def test_a_run_killed_before_its_first_episode_finishes_resumes(
+    tmp_path, uninterrupted_killed_card
+):
+    """The journal's header reaches the disk before the first episode starts: a kill in
+    that window (long for CNN or PBT episodes) leaves a journal the rerun resumes."""
+    out = tmp_path / "card.json"
+    journal = tmp_path / "card.json.partial.jsonl"
+    assert _evaluate_killed_at(out, 0) == -signal.SIGKILL
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 and "header" in json.loads(lines[0])
+    assert _evaluate_killed_at(out, None) == 0
+    assert _without_timings(load_card(out)) == _without_timings(uninterrupted_killed_card)
+    assert not journal.exists()
+
+
+def test_an_empty_or_torn_header_journal_starts_over(tmp_path, uninterrupted_killed_card):
+    for torn in ("", '{"header": {"agent": {"na'):
+        out = tmp_path / "card.json"
+        Path(str(out) + ".partial.jsonl").write_text(torn)
+        card = ganno_bench.evaluate(
+            KILLED, [EASY], "test", [0], out=out, overrides=KILL_BUDGET,
+            instances=KILL_INSTANCES, progress=False,
+        )  # fmt: skip
+        assert _without_timings(card) == _without_timings(uninterrupted_killed_card)
+
+
+def test_a_kill_mid_write_loses_no_later_record(tmp_path, uninterrupted_killed_card):
+    """A kill while a record is written leaves it torn, without its newline; the resumed
+    run's records must start lines of their own, not be glued onto it and lost."""
+    out = tmp_path / "card.json"
+    journal = tmp_path / "card.json.partial.jsonl"
+    assert _evaluate_killed_at(out, 2) == -signal.SIGKILL
+    text = journal.read_text()
+    header, first, second = text.splitlines()
+    journal.write_text(f"{header}\n{first}\n{second[: len(second) // 2]}")  # torn mid-write
+    header_dict = json.loads(header)["header"]
+    assert len(_read_journal(journal, header_dict)) == 1
+    # the resumed run plays the torn episode again and one more, then is killed too
+    assert _evaluate_killed_at(out, 2) == -signal.SIGKILL
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line) for line in lines)
+    assert len(_read_journal(journal, header_dict)) == 3
+    assert _evaluate_killed_at(out, None) == 0
+    assert _without_timings(load_card(out)) == _without_timings(uninterrupted_killed_card)
+
+
 def test_a_journal_of_another_run_is_refused(tmp_path):
     out = tmp_path / "card.json"
     journal = tmp_path / "card.json.partial.jsonl"
@@ -305,3 +408,40 @@ def test_unreadable_card_files(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(CardError, match="not valid JSON"):
         load_card(broken)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("episodes/0/final_test_loss", float("nan")),
+        ("episodes/0/normalised_score", float("-inf")),
+        ("episodes/0/curves/reward/1", float("nan")),
+        ("agent/config/rate", float("inf")),  # free-form parts too
+    ],
+)
+def test_cards_with_non_finite_numbers_are_refused_naming_the_field(
+    good_card, tmp_path, field, value
+):
+    card = json.loads(json.dumps(good_card))
+    *parents, last = field.split("/")
+    target = card
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[int(last) if isinstance(target, list) else last] = value
+    for name in ("bad.json", "bad.json.gz"):
+        with pytest.raises(CardError, match=f"field {field}: .* is not a finite number"):
+            write_card(card, tmp_path / name)
+        assert not (tmp_path / name).exists()
+    path = tmp_path / "by-hand.json"
+    path.write_text(json.dumps(card))  # Python's json writes bare NaN / Infinity tokens
+    with pytest.raises(CardError, match=r"bare (NaN|-?Infinity) token"):
+        load_card(path)
+
+
+def test_written_cards_are_strict_json(good_card, tmp_path):
+    def refuse(token):
+        raise AssertionError(f"bare {token} in a written card")
+
+    path = write_card(good_card, tmp_path / "card.json")
+    json.loads(path.read_text(), parse_constant=refuse)
+    assert load_card(path) == json.loads(json.dumps(good_card))

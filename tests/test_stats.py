@@ -289,6 +289,16 @@ def test_non_finite_scores_are_rejected_with_task_and_count():
         probability_of_improvement(bad, bad)
 
 
+@pytest.mark.parametrize("statistic", sorted(AGGREGATES))
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_point_statistics_refuse_non_finite_scores_like_the_aggregates(statistic, bad):
+    scores = np.array([0.5, bad, 0.7, 0.9])
+    with pytest.raises(ValueError, match=r"1 of 4 .*not finite"):
+        AGGREGATES[statistic](scores)
+    with pytest.raises(ValueError, match=r"1 of 4 .*not finite"):
+        aggregate({"t": scores}, statistic)
+
+
 def test_empty_inputs_are_rejected():
     with pytest.raises(ValueError, match="empty"):
         aggregate({})

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
 import gymnasium
 import numpy as np
 import pettingzoo
@@ -11,6 +18,14 @@ from pettingzoo.test import parallel_api_test
 from torch import nn
 
 import ganno_bench
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import load_card
+from ganno_bench.benchmark.scoring import (
+    load_references,
+    references_file_name,
+    references_path,
+    rescore,
+)
 from ganno_bench.data.dataset import split_arrays
 
 from .conftest import run_episode
@@ -132,3 +147,137 @@ def test_networks_with_parameters_outside_layers_are_refused():
     bad = ganno_bench.TaskSpec(id="mylab/Norm-v0", model=WithNorm, data=spirals, spaces=spaces)
     with pytest.raises(ValueError, match="outside any Linear/Conv2d layer"):
         ganno_bench.LayerLREnv(bad)
+
+
+# --- references, scores, cards, compare and leaderboard for a user's task (issue 15, item 7)
+
+TWIN = "mylab/LayerLR-MLP-Easy-v0"  # the suite's name in another namespace
+TINY_TASK = {"decisions": 2, "inner_steps": 2, "num_frozen": 2}
+
+
+@pytest.fixture(scope="module")
+def twin():
+    """The suite's MLP-Easy task under another namespace, with a tiny budget and frozen
+    instances of its own (built from its id)."""
+    shipped = ganno_bench.spec("ganno/LayerLR-MLP-Easy-v0")
+    task = dataclasses.replace(shipped, id=TWIN, frozen=None, **TINY_TASK)
+    return ganno_bench.register(task, replace=True)
+
+
+def test_references_are_keyed_by_the_full_id(twin, tmp_path):
+    assert references_file_name("ganno/LayerLR-MLP-Easy-v0") == "LayerLR-MLP-Easy-v0.json"
+    assert references_file_name(TWIN) == "mylab__LayerLR-MLP-Easy-v0.json"
+    assert references_path(TWIN) is None  # no folder named: no file, never the suite's
+    assert load_references(TWIN) is None
+    with pytest.raises(ValueError, match="pass out_dir=FOLDER, or register the task"):
+        ganno_bench.compute_references(TWIN, progress=False)
+    # a file of another id is refused even when it is where this id's file would be
+    shipped = references_path("ganno/LayerLR-MLP-Easy-v0")
+    (tmp_path / references_file_name(TWIN)).write_bytes(shipped.read_bytes())
+    with pytest.raises(ValueError, match="holds the references of 'ganno/LayerLR-MLP-Easy-v0'"):
+        load_references(TWIN, tmp_path)
+
+
+def test_a_user_task_gets_references_and_scores_from_python(twin, tmp_path):
+    refs = tmp_path / "refs"
+    written = ganno_bench.compute_references(twin, out_dir=refs, progress=False)
+    assert written == [refs / "mylab__LayerLR-MLP-Easy-v0.json"]
+    assert (refs / "references.partial.jsonl").exists()  # the default work file
+    card = ganno_bench.evaluate(
+        load_agent("constant"), [TWIN], "test", [0], references_dir=refs, progress=False
+    )
+    scores = [e["normalised_score"] for e in card["episodes"]]
+    assert len(scores) == 2 and scores == pytest.approx([0.0, 0.0], abs=1e-9)
+    for episode in card["episodes"]:
+        episode["normalised_score"] = None
+    assert rescore(card, references_dir=refs) == 2
+    # registered with the folder, every reader finds them without the argument
+    ganno_bench.register(twin, replace=True, references_dir=refs)
+    try:
+        assert load_references(TWIN) == load_references(TWIN, refs)
+    finally:
+        ganno_bench.register(twin, replace=True)
+
+
+USER_MODULE = '''
+"""A user's tasks: two noisy rings, a data set the suite does not ship."""
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+import ganno_bench
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import load_card
+from ganno_bench.benchmark.scoring import (
+    load_references,
+    references_file_name,
+    references_path,
+    rescore,
+)
+from ganno_bench.data.dataset import split_arrays
+
+
+def rings():
+    rng = np.random.default_rng(0)
+    label = rng.integers(2, size=400)
+    angle = rng.uniform(0, 2 * np.pi, 400)
+    radius = 0.5 + 0.5 * label + 0.1 * rng.normal(size=400)
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    return split_arrays("rings", x, label, 2, split_seed=0)
+
+
+def network(input_shape, num_classes):
+    return nn.Sequential(nn.Linear(input_shape[0], 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
+ganno_bench.register(
+    id="mylab/Rings-MLP-v0", model=network, data=rings, decisions=2, inner_steps=2,
+    num_frozen=2, references_dir=Path(__file__).parent / "refs",
+    spaces={
+        "train": {"log10_lr": [-1.5, -0.5], "init_scale": [0.9, 1.1], "momentum": [0.8, 0.9],
+                  "batch_sizes": [32], "init_schemes": ["kaiming_uniform"]},
+        "test-ood": {"log10_lr": [-2.5, -2.0], "init_scale": [1.2, 1.4],
+                     "momentum": [0.5, 0.7], "batch_sizes": [16],
+                     "init_schemes": ["orthogonal"]},
+    },
+)
+'''
+
+
+def test_a_user_task_through_the_cli_with_import(tmp_path):
+    """references, evaluate, compare and leaderboard for a task the CLI knows only through
+    ``--import`` (before or after the command), each in a fresh process."""
+    (tmp_path / "mylab_rings.py").write_text(USER_MODULE)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "ganno_bench.cli.main", *args]
+        done = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert not check or done.returncode == 0, done.stderr
+        return done
+
+    user_id = "mylab/Rings-MLP-v0"
+    unknown = cli("references", "--env", user_id, check=False)
+    assert unknown.returncode == 2 and "--import MODULE" in unknown.stderr
+    cli("--import", "mylab_rings", "references", "--env", user_id, "--work-file", "w.jsonl")
+    reference = json.loads((tmp_path / "refs" / "mylab__Rings-MLP-v0.json").read_text())
+    assert reference["env_id"] == user_id
+    for agent, imports in (("constant", ("--import", "mylab_rings")), ("random", ())):
+        tail = ("--import", "mylab_rings") if not imports else ()
+        cli(
+            *imports, "evaluate", "--agent", agent, "--env", user_id, "--seeds", "0", "1",
+            "--out", f"results/{agent}.json", "--quiet", *tail,
+        )  # fmt: skip
+    constant = load_card(tmp_path / "results" / "constant.json")
+    random_card = load_card(tmp_path / "results" / "random.json")
+    assert [e["normalised_score"] for e in constant["episodes"]] == pytest.approx([0.0] * 4)
+    assert all(math.isfinite(e["normalised_score"]) for e in random_card["episodes"])
+    compared = cli("--import", "mylab_rings", "compare", "results/random.json",
+                   "results/constant.json").stdout  # fmt: skip
+    assert user_id in compared and "P(A > B)" in compared
+    cli("--import=mylab_rings", "leaderboard", "--results", "results", "--out", "board")
+    board = (tmp_path / "board" / "README.md").read_text()
+    assert user_id in board and "constant" in board and "random" in board

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import gzip
 import json
+import math
 import os
 import platform
 from collections import defaultdict
@@ -107,6 +108,13 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
             f"{source}: schema_version {card.get('schema_version')!r} is not "
             f"supported (this ganno-bench reads version {SCHEMA_VERSION})"
         )
+    bad = _first_non_json(card)
+    if bad is not None:
+        where, problem = bad
+        raise CardError(
+            f"{source}: field {where or '(top level)'}: {problem}; a result card is strict "
+            "JSON: fix that value, or re-run the evaluation with inputs that keep it finite"
+        )
     validator = jsonschema.Draft202012Validator(card_schema())
     errors = sorted(validator.iter_errors(card), key=lambda e: list(e.absolute_path))
     if errors:
@@ -115,6 +123,44 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise CardError(f"{source}: field {where}: {first.message}{more}")
     return card
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _first_non_json(value: Any, where: str = "") -> tuple[str, str] | None:
+    """The path of the first value in ``value`` that strict JSON cannot hold exactly (NaN,
+    infinities, numpy integers, complex numbers, non-string keys...) and what is wrong
+    with it; None when there is none. The schema's ``number`` cannot say "finite", and
+    free-form parts such as an agent's config have no types at all."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, f"{value} is not a finite number (strict JSON has no NaN or Infinity)"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif isinstance(value, _JSON_SCALARS):
+        return None
+    else:
+        return where, (
+            f"{value!r} ({type(value).__name__}) is not a JSON value; use a plain int, "
+            "float, str, bool, list or dict"
+        )
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            return where, f"key {key!r} is not a string"
+        found = _first_non_json(item, f"{where}/{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class _NonFiniteToken(ValueError):
+    """A bare NaN / Infinity / -Infinity in a card file (Python's json reads them)."""
+
+
+def _refuse_constant(token: str) -> float:
+    raise _NonFiniteToken(token)
 
 
 def load_card(path: str | os.PathLike) -> dict[str, Any]:
@@ -127,7 +173,13 @@ def load_card(path: str | os.PathLike) -> dict[str, Any]:
     compact = curve_store.is_compact_path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if compact else path.read_bytes()
-        card = json.loads(raw)
+        card = json.loads(raw, parse_constant=_refuse_constant)
+    except _NonFiniteToken as exc:
+        raise CardError(
+            f"{path}: holds a bare {exc} token, which is not JSON: result cards hold finite "
+            "numbers only (an older ganno-bench wrote NaN for invalid overrides such as "
+            "divergence_factor=nan); re-run the evaluation"
+        ) from exc
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         what = "gzip-compressed JSON" if compact else "valid JSON"
         raise CardError(f"{path}: not {what} ({exc})") from exc
@@ -160,9 +212,11 @@ def write_card(card: dict[str, Any], path: str | os.PathLike) -> Path:
     if curve_store.is_compact_path(path):
         slim, arrays = curve_store.split_card(card)
         curve_store.write_store(arrays, curve_store.store_path(path))
-        data = gzip.compress(json.dumps(slim, separators=(",", ":")).encode(), mtime=0)
+        data = gzip.compress(
+            json.dumps(slim, separators=(",", ":"), allow_nan=False).encode(), mtime=0
+        )
     else:
-        data = (json.dumps(card, indent=1) + "\n").encode()
+        data = (json.dumps(card, indent=1, allow_nan=False) + "\n").encode()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
@@ -190,8 +244,10 @@ def scores_by_env(card: dict[str, Any], metric: str = "normalised_score") -> dic
         value = episode[metric]
         if value is None:
             raise CardError(
-                f"{episode['env_id']} has no {metric} in this card (no shipped "
-                "reference values for it); run `ganno-bench references` first"
+                f"{episode['env_id']} has no {metric} in this card (no reference values "
+                "for it when it was evaluated): run `ganno-bench references --env "
+                f"{episode['env_id']}` (with `--import MODULE` for a task registered in "
+                "Python), then `ganno-bench rescore CARD`"
             )
         grouped[episode["env_id"]].append(float(value))
     return {env_id: np.asarray(values) for env_id, values in grouped.items()}

@@ -12,7 +12,6 @@ result card is written atomically and the journal removed.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
 import warnings
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ganno_bench.agents.protocol import Agent, OuterLoopAgent
+from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.batched_evaluation import batched_unsupported, play_batched
 from ganno_bench.benchmark.cards import CARD_KIND, SCHEMA_VERSION, hardware, now, write_card
 from ganno_bench.benchmark.records import episode_record, episode_seed
 from ganno_bench.benchmark.scoring import load_references
-from ganno_bench.benchmark.threads import init_worker, single_threaded
+from ganno_bench.benchmark.threads import init_worker, single_threaded, worker_context
 from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec
 from ganno_bench.inner.instances import instances_hash
 from ganno_bench.version import __version__
@@ -157,27 +157,26 @@ def _run_header(
 
 
 def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, int], dict]:
-    """Episodes already finished by an earlier, interrupted run of the same evaluation."""
-    if not path.exists():
+    """Episodes already finished by an earlier, interrupted run of the same evaluation. An
+    empty journal, or one holding a torn header only (killed before its first write was
+    whole), is a run that finished nothing."""
+    records = journal.read_records(path)
+    if not records:
         return {}
-    lines = path.read_text().splitlines()
-    try:
-        stored_header = json.loads(lines[0])["header"]
-    except (IndexError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    first = records[0]
+    if not isinstance(first, dict) or not isinstance(first.get("header"), dict):
         raise ValueError(
-            f"{path} is not a ganno-bench evaluation journal ({exc}); move it "
-            "away or choose another --out"
-        ) from exc
-    if json.loads(json.dumps(header)) != stored_header:
+            f"{path} is not a ganno-bench evaluation journal (its first line is not a "
+            "header); move it away or choose another --out"
+        )
+    if json.loads(json.dumps(header)) != first["header"]:
         raise ValueError(
             f"{path} belongs to a different evaluation (agent, ids, split, seeds "
             "or overrides differ); choose another --out, or delete it to start over"
         )
     done = {}
-    for line in lines[1:]:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the last line of a killed run may be cut short
+    for record in records[1:]:
+        if record is None:  # a line damaged by an older version's kill: run it again
             continue
         done[(record["env_id"], record["instance"], record["seed"])] = record
     return done
@@ -244,6 +243,7 @@ def evaluate(
     engine: str = "sequential",
     batch_size: int = 32,
     device: str = "cpu",
+    references_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``agent`` on every frozen instance of ``split`` for each seed; return the card.
 
@@ -254,6 +254,8 @@ def evaluate(
     batched engine (on ``device``), for agents that act per decision; outer-loop and
     privileged agents, and batch-size ids, keep the sequential engine (a warning says so).
     The card records the engine its episodes ran on.
+    ``references_dir``: the folder of the references that score the episodes, for user
+    tasks registered without one (the default: the registered or shipped folder).
     """
     from tqdm import tqdm
 
@@ -261,14 +263,14 @@ def evaluate(
     overrides = dict(overrides or {})
     engine = _engine_for(agent, ids, engine, batch_size)
     header = _run_header(agent, ids, split, seeds, overrides, instances, engine)
-    journal = Path(str(out) + ".partial.jsonl") if out is not None else None
-    done = _read_journal(journal, header) if journal is not None else {}
+    journal_path = Path(str(out) + ".partial.jsonl") if out is not None else None
+    done = _read_journal(journal_path, header) if journal_path is not None else {}
     # References hold for the shipped tasks on frozen instances only: an override (budget,
     # data, ...) changes the task, so its episodes get no normalised score.
     if split == "train" or overrides:
         references = dict.fromkeys(ids)
     else:
-        references = {env_id: load_references(env_id) for env_id in ids}
+        references = {env_id: load_references(env_id, references_dir) for env_id in ids}
     todo = [
         (env_id, k, s)
         for env_id in ids
@@ -277,13 +279,9 @@ def evaluate(
         if (env_id, k, s) not in done
     ]
 
-    sink = None
-    if journal is not None:
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not journal.exists()
-        sink = open(journal, "a")  # noqa: SIM115 - closed in the finally below
-        if fresh:
-            sink.write(json.dumps({"header": header}) + "\n")
+    # The header is on disk before the first episode starts (a kill in that window must
+    # leave a journal to resume), and a torn last line is repaired before appending.
+    sink = journal.open_for_append(journal_path, {"header": header}) if journal_path else None
     bar = tqdm(
         total=len(todo) + len(done),
         initial=len(done),
@@ -295,9 +293,7 @@ def evaluate(
     def keep(record: dict[str, Any]) -> None:
         done[(record["env_id"], record["instance"], record["seed"])] = record
         if sink is not None:
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            journal.append(sink, record)
         bar.update()
 
     try:
@@ -311,10 +307,9 @@ def evaluate(
                 for job in jobs:
                     keep(run_episode(*job))
         else:
-            # fork keeps tasks the user registered in this process; spawn where there is none
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=worker_context(), initializer=init_worker
+            ) as pool:
                 for future in as_completed([pool.submit(_worker_episode, j) for j in jobs]):
                     keep(future.result())
     finally:
@@ -344,5 +339,5 @@ def evaluate(
     }
     if out is not None:
         write_card(card, out)
-        journal.unlink(missing_ok=True)
+        journal_path.unlink(missing_ok=True)
     return card

@@ -21,15 +21,17 @@ formula, floor and file format; its records name the grid ``grid_batch_size`` (a
 ``default_batch_size``, ``best_batch_size``) where the LR track's name log10 rates.
 
 Computing them is resumable: each finished instance is appended to a JSONL work file,
-and an id's frozen file ``envs/references/<id>.json`` is written atomically once all
-its instances are done.
+and an id's frozen file is written atomically once all its instances are done: the
+suite's ids into ``envs/references/<name>.json``, a user's task into the folder named by
+``out_dir`` or registered with it (``register(..., references_dir=...)``), as
+``<namespace>__<name>.json`` (see :mod:`ganno_bench.benchmark.scoring`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.cards import hardware
-from ganno_bench.benchmark.scoring import FORMAT, references_path
-from ganno_bench.benchmark.threads import init_worker, single_threaded
-from ganno_bench.envs.registry import make, spec, track_of
+from ganno_bench.benchmark.scoring import FORMAT, references_folder, references_path
+from ganno_bench.benchmark.threads import init_worker, single_threaded, worker_context
+from ganno_bench.envs.registry import UnknownEnvironmentError, make, register, spec, track_of
 from ganno_bench.inner.instances import FROZEN_SPLITS, instances_hash
 from ganno_bench.inner.task import TaskSpec
 
@@ -51,6 +54,7 @@ GRIDS: dict[str, tuple[float, ...]] = {
 }
 # Constant batch sizes of the batch-size track's grid: x4 steps over its bounds (8..512).
 BATCH_GRID: tuple[int, ...] = (8, 32, 128, 512)
+WORK_FILE = "references.partial.jsonl"  # the default work file's name
 
 
 def _final_test_loss(env: Any, action: Any) -> float:
@@ -159,52 +163,78 @@ def _work_items(ids: Iterable[str], done: set[tuple[str, str, int]]) -> list[tup
 
 
 def _read_work_file(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    records = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: redo that item
-                continue
-            records[(record["env_id"], record["split"], record["instance"])] = record
-    return records
+    """Finished items of the work file (a line damaged by a kill is redone)."""
+    return {
+        (record["env_id"], record["split"], record["instance"]): record
+        for record in journal.read_records(path)
+        if record is not None
+    }
 
 
 def _run_item(item: tuple[str, str, int], overrides: dict[str, Any]) -> dict[str, Any]:
     return instance_references(*item, overrides=overrides or None)
 
 
+def _registered_ids(tasks: str | TaskSpec | Sequence[str | TaskSpec]) -> list[str]:
+    """Ids of ``tasks``; a TaskSpec not registered yet is registered (episodes, workers
+    included, look tasks up by id)."""
+    if isinstance(tasks, str | TaskSpec):
+        tasks = [tasks]
+    ids = []
+    for task in tasks:
+        if isinstance(task, TaskSpec):
+            try:
+                known = spec(task.id)
+            except UnknownEnvironmentError:
+                known = register(task)
+            if known != task:
+                raise ValueError(
+                    f"another task is registered as {task.id!r}; pass its id, or "
+                    "register this one with replace=True"
+                )
+            task = task.id
+        ids.append(spec(task).id)
+    return ids
+
+
 def compute_references(
-    ids: list[str],
-    work_file: Path,
+    tasks: str | TaskSpec | Sequence[str | TaskSpec],
+    work_file: str | os.PathLike | None = None,
     workers: int = 1,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Compute what is missing, appending to ``work_file``; freeze every completed id.
 
+    ``tasks``: an id, a TaskSpec (registered if it is not) or a list of them. Each id's
+    file goes to ``out_dir`` when given, else to the folder registered with the task,
+    else (the suite's ids) to the shipped folder; an id of another namespace without a
+    folder is refused before any work. ``work_file`` defaults to
+    ``references.partial.jsonl`` in ``out_dir`` (else the current folder).
     ``overrides`` (tests and quick looks) change every task; the frozen file records them
     and :func:`load_references` refuses it, so it never scores an episode."""
+    ids = _registered_ids(tasks)
+    homeless = [i for i in ids if references_folder(i, out_dir) is None]
+    if homeless:
+        raise ValueError(
+            f"no folder for the references of {homeless}: pass out_dir=FOLDER, or register "
+            "the task with references_dir=FOLDER (then `ganno-bench references` writes "
+            "there and evaluation finds them)"
+        )
+    default_work = Path(out_dir) if out_dir is not None else Path()
+    work_file = Path(work_file) if work_file is not None else default_work / WORK_FILE
     overrides = dict(overrides or {})
     done = _read_work_file(work_file)
     items = _work_items(ids, set(done))
-    work_file.parent.mkdir(parents=True, exist_ok=True)
-    if (
-        work_file.exists()
-        and work_file.stat().st_size
-        and not work_file.read_bytes().endswith(b"\n")
-    ):
-        with open(work_file, "a") as sink:  # end a line cut short by a kill, so the next
-            sink.write("\n")  # record starts a line of its own
     with (
-        open(work_file, "a") as sink,
+        journal.open_for_append(work_file) as sink,
         tqdm(total=len(items), disable=not progress, desc="references") as bar,
     ):
 
         def keep(record: dict[str, Any]) -> None:
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            journal.append(sink, record)
             done[(record["env_id"], record["split"], record["instance"])] = record
             bar.update()
 
@@ -213,16 +243,20 @@ def compute_references(
                 for item in items:
                     keep(instance_references(*item, overrides=overrides or None))
         else:
-            with ProcessPoolExecutor(workers, initializer=init_worker) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=worker_context(), initializer=init_worker
+            ) as pool:
                 for future in as_completed([pool.submit(_run_item, i, overrides) for i in items]):
                     keep(future.result())
-    return [path for env_id in ids if (path := _freeze(env_id, done, overrides)) is not None]
+    frozen = (_freeze(env_id, done, overrides, out_dir) for env_id in ids)
+    return [path for path in frozen if path is not None]
 
 
 def _freeze(
     env_id: str,
     done: dict[tuple[str, str, int], dict[str, Any]],
     overrides: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
 ) -> Path | None:
     task = spec(env_id)
     splits = {}
@@ -244,7 +278,8 @@ def _freeze(
     }
     if overrides:  # never the case for shipped references (the LR files have no such key)
         payload["overrides"] = dict(overrides)
-    path = references_path(env_id)
+    path = references_path(env_id, out_dir)
+    assert path is not None  # compute_references refused ids without a folder
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1) + "\n")

@@ -53,9 +53,17 @@ _RNG_KWARG = "rng" if "rng" in inspect.signature(_sps.bootstrap).parameters else
 
 
 def _as_runs(x: np.ndarray) -> np.ndarray:
+    """Scores as a flat float array; empty or non-finite input is refused, as the
+    aggregate functions refuse it (a NaN would otherwise pass silently into a table)."""
     arr = np.asarray(x, dtype=float).ravel()
     if arr.size == 0:
         raise ValueError("cannot compute a statistic of an empty array of scores")
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise ValueError(
+            f"{bad} of {arr.size} scores are not finite (NaN or infinite): a statistic of "
+            "them means nothing; drop or fix those runs first"
+        )
     return arr
 
 

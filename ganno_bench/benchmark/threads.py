@@ -4,8 +4,10 @@ reproducible on one machine."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.context import BaseContext
 
 import torch
 
@@ -36,3 +38,10 @@ def single_threaded() -> Iterator[None]:
 def init_worker() -> None:
     """Initialiser of worker processes: one torch thread each."""
     torch.set_num_threads(1)
+
+
+def worker_context() -> BaseContext:
+    """How worker processes start: fork keeps the tasks a user registered in this
+    process (spawned workers would know only the suite); spawn where there is no fork."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")

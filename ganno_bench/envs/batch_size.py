@@ -43,11 +43,14 @@ from ganno_bench.envs.batch_observation import (
 )
 from ganno_bench.envs.common import (
     build_trainer,
+    check_action_dict,
     check_env_options,
+    check_reset_args,
     choose_instance,
     decision_outcome,
     factor_index,
     final_scores,
+    initial_evaluation,
     is_numeric,
 )
 from ganno_bench.envs.privileged import PrivilegedView
@@ -116,9 +119,10 @@ class BatchSizeEnv(ParallelEnv):
 
     # -- episode ----------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
+        seed, options = check_reset_args(seed, options)
         if seed is not None:
             self.np_random, self.np_random_seed = seeding.np_random(seed)
-        self.instance = choose_instance(self.task, self.split, self.np_random, options or {})
+        self.instance = choose_instance(self.task, self.split, self.np_random, options)
         self.trainer.start(self.instance)
         self.batch_size = int(np.clip(self.instance.batch_size, *self.task.batch_bounds))
         self.lr = self._scheduled_lr(0)
@@ -126,10 +130,11 @@ class BatchSizeEnv(ParallelEnv):
         self._samples = 0
         self._updates = 0
         self._prev_grad: torch.Tensor | None = None
-        self.agents = [CONTROLLER]
+        self.agents = []  # until the episode has started (a refused instance starts none)
 
         probe = self._probe()
-        self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
+        self._val_loss, self._val_accuracy = initial_evaluation(self.trainer, self.instance)
+        self.agents = [CONTROLLER]
         self._initial_val_loss = self._val_loss
         obs, noise = self._observe(
             probe, train_loss=probe.loss, update_ratio=0.0, prev_val_loss=self._val_loss
@@ -242,6 +247,7 @@ class BatchSizeEnv(ParallelEnv):
         return float(grad @ prev) / denominator if denominator > 0 else 0.0
 
     def _new_batch_size(self, actions: dict[str, Any]) -> int:
+        actions = check_action_dict(actions)
         unknown = [a for a in actions if a != CONTROLLER]
         if CONTROLLER not in actions or unknown:
             raise ValueError(

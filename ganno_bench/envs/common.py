@@ -5,8 +5,10 @@ resets, rewards and scores alike."""
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from ganno_bench.inner.engine import DecisionStats
+from ganno_bench.inner.fields import is_integer
 from ganno_bench.inner.instances import SPLITS, Instance, frozen_instance
 from ganno_bench.inner.task import TaskSpec
 from ganno_bench.inner.torch_trainer import TorchTrainer
@@ -35,6 +38,57 @@ def check_env_options(
         raise ValueError(f"unknown render_mode {render_mode!r}; supported: {render_modes} or None")
 
 
+# The keys reset(options=...) understands. A key close to one of them is a typo and an
+# error (a misspelt "instance" would otherwise draw a random instance without a word);
+# other keys are ignored with a warning, as PettingZoo's API test passes options of its own.
+RESET_OPTIONS = ("instance",)
+
+
+def check_reset_args(seed: Any, options: Any) -> tuple[int | None, dict[str, Any]]:
+    """``reset``'s seed and options checked (a TypeError or ValueError naming the field):
+    the seed as a Python int (numpy integers too) or None, the options as a dict."""
+    if seed is not None and not is_integer(seed):
+        raise TypeError(
+            f"reset(seed=...) takes a non-negative integer or None, got {seed!r} "
+            f"({type(seed).__name__})"
+        )
+    if seed is not None and seed < 0:
+        raise ValueError(f"reset(seed=...) takes a non-negative integer or None, got {seed}")
+    seed = None if seed is None else int(seed)
+    if options is None:
+        return seed, {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset(options=...) takes a dict such as {{'instance': 0}} or None, got "
+            f"{options!r} ({type(options).__name__})"
+        )
+    unknown = [key for key in options if key not in RESET_OPTIONS]
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), RESET_OPTIONS, n=1)
+        if close:
+            raise ValueError(
+                f"unknown reset option {key!r} (did you mean {close[0]!r}?); "
+                f"reset(options=...) understands {list(RESET_OPTIONS)}"
+            )
+    if unknown:
+        warnings.warn(
+            f"reset() ignores the option(s) {unknown}: it understands only "
+            f"{list(RESET_OPTIONS)}",
+            stacklevel=3,
+        )
+    return seed, dict(options)
+
+
+def check_action_dict(actions: Any) -> Mapping[str, Any]:
+    """``step``'s argument must be a dict ``{agent: action}`` (PettingZoo's parallel API)."""
+    if not isinstance(actions, Mapping):
+        raise TypeError(
+            f"step() takes a dict {{agent: action}} with one action per live agent, got "
+            f"{actions!r} ({type(actions).__name__})"
+        )
+    return actions
+
+
 def is_numeric(value: Any) -> bool:
     """Whether ``value`` is an integer or float number or array (not bool, str, None...)."""
     try:
@@ -45,7 +99,10 @@ def is_numeric(value: Any) -> bool:
 
 def factor_index(agent: str, value: Any, factors: np.ndarray) -> int:
     """A factor-mode action: one integer index into ``factors`` (else ``ValueError``)."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists and other non-arrays
+        arr = np.asarray(None)
     if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(
             f"invalid action for {agent}: {value!r}; factor mode takes an integer "
@@ -58,6 +115,20 @@ def factor_index(agent: str, value: Any, factors: np.ndarray) -> int:
             f"0..{len(factors) - 1} (factors {tuple(factors)})"
         )
     return index
+
+
+def initial_evaluation(trainer: TorchTrainer, instance: Instance) -> tuple[float, float]:
+    """Validation loss and accuracy before any training. A loss that is not finite is
+    refused: divergence and the final score's cap are measured against it, so the episode
+    could only end in NaN scores."""
+    loss, accuracy = trainer.evaluate("val")
+    if not math.isfinite(loss):
+        raise ValueError(
+            f"options['instance']: the network's validation loss before training is {loss}, "
+            f"so no episode can be scored; its init_scale={instance.init_scale} is too large "
+            "for this network (choose a smaller init_scale)"
+        )
+    return loss, accuracy
 
 
 @dataclass(frozen=True)
@@ -114,6 +185,11 @@ def judge_decision(
 
 def build_trainer(task: TaskSpec, device: str) -> tuple[TorchTrainer, int]:
     """The task's network, data and optimiser in an engine; also the number of classes."""
+    if not isinstance(device, str):
+        raise TypeError(
+            f"device must be a string such as 'cpu' or 'cuda', got {device!r} "
+            f"({type(device).__name__})"
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was asked for but CUDA is not available; use device='cpu'"
@@ -141,6 +217,11 @@ def choose_instance(
     it, a frozen instance of a held-out split or a fresh draw from the train split."""
     chosen = options.get("instance")
     frozen = split != "train"
+    if isinstance(chosen, bool | np.bool_):  # True is an int to Python, never an index here
+        raise TypeError(
+            f"options['instance'] must be a non-negative index, an Instance or its dict; "
+            f"got {chosen!r} (bool)"
+        )
     if chosen is None:
         if frozen:
             pool = task.frozen_instances(split)
@@ -149,8 +230,11 @@ def choose_instance(
     if isinstance(chosen, Instance):
         return chosen
     if isinstance(chosen, dict):
-        return Instance.from_dict(chosen)
-    if not isinstance(chosen, int | np.integer) or chosen < 0:
+        try:
+            return Instance.from_dict(chosen)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"options['instance'] is not a valid instance dict: {exc}") from exc
+    if not is_integer(chosen) or chosen < 0:
         raise ValueError(
             f"options['instance'] must be a non-negative index, an Instance or "
             f"its dict; got {chosen!r}"
@@ -229,6 +313,7 @@ def rates_from_actions(
     """The layers' new rates (clipped to ``task.lr_bounds``) after one action per agent:
     a factor index (``"factor"``) or an absolute log10 rate (``"log_lr"``, clipped to the
     bounds); a missing, unknown or malformed action raises ``ValueError``."""
+    actions = check_action_dict(actions)
     missing = [a for a in agents if a not in actions]
     unknown = [a for a in actions if a not in agents]
     if missing or unknown:

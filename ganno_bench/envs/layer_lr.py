@@ -28,11 +28,12 @@ from pettingzoo import ParallelEnv
 from ganno_bench.envs.common import (
     build_trainer,
     check_env_options,
+    check_reset_args,
     choose_instance,
     decision_outcome,
-    factor_index,
     final_scores,
-    is_numeric,
+    initial_evaluation,
+    rates_from_actions,
 )
 from ganno_bench.envs.observation import FEATURE_NAMES, build_observations, named, observation_space
 from ganno_bench.inner.instances import Instance
@@ -98,19 +99,21 @@ class LayerLREnv(ParallelEnv):
 
     # -- episode ----------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
+        seed, options = check_reset_args(seed, options)
         if seed is not None:
             self.np_random, self.np_random_seed = seeding.np_random(seed)
-        self.instance = self._choose_instance(options or {})
+        self.instance = self._choose_instance(options)
         self.trainer.start(self.instance)
         self.rates = np.clip(
             np.full(len(self.possible_agents), self.instance.learning_rate), *self.task.lr_bounds
         )
         self.trainer.set_learning_rates(self.rates)
         self._t = 0
-        self.agents = list(self.possible_agents)
+        self.agents = []  # until the episode has started (a refused instance starts none)
 
         probe = self.trainer.train(1, update=False)
-        self._val_loss, self._val_accuracy = self.trainer.evaluate("val")
+        self._val_loss, self._val_accuracy = initial_evaluation(self.trainer, self.instance)
+        self.agents = list(self.possible_agents)
         self._initial_val_loss = self._val_loss
         obs = build_observations(
             self.trainer.layers,
@@ -175,35 +178,7 @@ class LayerLREnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def _new_rates(self, actions: dict[str, Any]) -> np.ndarray:
-        missing = [a for a in self.agents if a not in actions]
-        unknown = [a for a in actions if a not in self.possible_agents]
-        if missing or unknown:
-            raise ValueError(
-                f"step() needs one action per live agent {self.agents}; "
-                f"missing {missing}, unknown {unknown}"
-            )
-        rates = self.rates.copy()
-        for i, agent in enumerate(self.possible_agents):
-            value = actions[agent]
-            if self.action_mode == "factor":
-                rates[i] = rates[i] * self._factors[factor_index(agent, value, self._factors)]
-            else:
-                rates[i] = 10.0 ** self._log_lr_value(agent, value)
-        return np.clip(rates, *self.task.lr_bounds)
-
-    def _log_lr_value(self, agent: str, value: Any) -> float:
-        arr = np.asarray(value, dtype=np.float64) if is_numeric(value) else None
-        if arr is None or arr.size != 1:
-            raise ValueError(
-                f"invalid action for {agent}: {value!r}; log_lr mode takes one "
-                f"log10 learning rate in {self._log_lr_bounds}"
-            )
-        log_lr = float(arr.reshape(()))
-        if not math.isfinite(log_lr):
-            raise ValueError(
-                f"invalid action for {agent}: log10 learning rate {log_lr} is not finite"
-            )
-        return float(np.clip(log_lr, *self._log_lr_bounds))
+        return rates_from_actions(self.task, self.action_mode, self.rates, actions, self.agents)
 
     def _final_scores(self, diverged: bool) -> dict[str, float]:
         """Inner-test loss and accuracy at the episode's end (the suite's score)."""

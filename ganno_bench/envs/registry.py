@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -25,6 +27,7 @@ from ganno_bench.inner.instances import InstanceSpace
 from ganno_bench.inner.task import OVERRIDABLE, TaskSpec
 
 _REGISTRY: dict[str, TaskSpec] = {}
+_REFERENCE_DIRS: dict[str, Path] = {}  # id -> folder of its references, set by register()
 _ENV_KWARGS = ("split", "action_mode", "device", "render_mode")
 
 
@@ -32,11 +35,21 @@ class UnknownEnvironmentError(LookupError):
     """An id that is not registered; the message names the closest registered ids."""
 
 
-def register(spec: TaskSpec | None = None, /, *, replace: bool = False, **fields: Any) -> TaskSpec:
+def register(
+    spec: TaskSpec | None = None,
+    /,
+    *,
+    replace: bool = False,
+    references_dir: str | os.PathLike | None = None,
+    **fields: Any,
+) -> TaskSpec:
     """Register a task under ``spec.id`` (or build the spec from keyword ``fields``).
 
     ``spaces`` may be given as TOML-style dicts ``{"train": {...}, "test-ood": {...}}``;
     ``test`` defaults to the train ranges (with the disjoint test seeds).
+    ``references_dir``: the folder of this task's normalised-score references, where
+    ``ganno-bench references`` (and ``compute_references``) write them and evaluation and
+    ``rescore`` read them; the suite's own ids use the shipped folder.
     """
     if spec is None:
         if "spaces" in fields:
@@ -50,6 +63,10 @@ def register(spec: TaskSpec | None = None, /, *, replace: bool = False, **fields
             "or bump the id's version"
         )
     _REGISTRY[spec.id] = spec
+    if references_dir is not None:
+        _REFERENCE_DIRS[spec.id] = Path(references_dir)
+    else:  # a replaced task's old folder would hold references of another task
+        _REFERENCE_DIRS.pop(spec.id, None)
     with warnings.catch_warnings():  # both libraries warn on re-registration; replace=True means it
         warnings.filterwarnings("ignore", message=".*[Oo]verriding environment")
         gymnasium.register(id=spec.id, entry_point=_make_centralised, kwargs={"env_id": spec.id})
@@ -57,6 +74,11 @@ def register(spec: TaskSpec | None = None, /, *, replace: bool = False, **fields
             "parallel", spec.id, entry_point=_make_parallel, kwargs={"env_id": spec.id}
         )
     return spec
+
+
+def registered_references_dir(env_id: str) -> Path | None:
+    """The references folder registered with ``env_id`` (None: none was given)."""
+    return _REFERENCE_DIRS.get(env_id)
 
 
 def make_spaces(config: dict[str, Any]) -> dict[str, InstanceSpace]:
@@ -75,6 +97,11 @@ def make_spaces(config: dict[str, Any]) -> dict[str, InstanceSpace]:
 
 def spec(env_id: str) -> TaskSpec:
     """The registered task behind ``env_id``."""
+    if not isinstance(env_id, str):
+        raise TypeError(
+            f"an environment id is a string such as 'ganno/LayerLR-MLP-Easy-v0', got "
+            f"{env_id!r} ({type(env_id).__name__}); `ganno-bench list` shows every id"
+        )
     try:
         return _REGISTRY[env_id]
     except KeyError:
@@ -139,7 +166,8 @@ def _unknown_message(env_id: str) -> str:
     hint = f" Closest ids: {', '.join(close)}." if close else ""
     return (
         f"unknown environment id {env_id!r}.{hint} "
-        "`ganno-bench list` (or ganno_bench.list_envs()) shows every registered id."
+        "`ganno-bench list` (or ganno_bench.list_envs()) shows every registered id; a task "
+        "registered in Python reaches the command line with `ganno-bench --import MODULE`."
     )
 
 
@@ -150,6 +178,7 @@ __all__ = [
     "make",
     "make_spaces",
     "register",
+    "registered_references_dir",
     "spec",
     "track_of",
 ]

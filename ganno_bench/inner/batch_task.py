@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ganno_bench.inner import fields
 from ganno_bench.inner.task import OVERRIDABLE, TaskSpec
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -65,6 +66,32 @@ class BatchSizeTaskSpec(TaskSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        owner = f"task {self.id!r}"
+        canonical = {
+            "batch_bounds": fields.numbers_tuple(
+                owner,
+                "batch_bounds",
+                self.batch_bounds,
+                what="a (low, high) pair of integers",
+                integers=True,
+                length=2,
+            ),
+            "samples_per_decision": fields.integer(
+                owner, "samples_per_decision", self.samples_per_decision
+            ),
+            "lr_schedule": fields.choice(owner, "lr_schedule", self.lr_schedule, LR_SCHEDULES),
+            "lr_final_factor": fields.real(
+                owner,
+                "lr_final_factor",
+                self.lr_final_factor,
+                "in (0, 1]",
+                lambda v: 0 < v <= 1,
+            ),
+            "probe_batch": fields.integer(owner, "probe_batch", self.probe_batch, minimum=1),
+            "probe_chunks": fields.integer(owner, "probe_chunks", self.probe_chunks, minimum=2),
+        }
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
         problems = []
         lo, hi = self.batch_bounds
         if not 1 <= lo < hi:
@@ -74,18 +101,15 @@ class BatchSizeTaskSpec(TaskSpec):
                 f"samples_per_decision must be >= batch_bounds[0] = {lo} (no update may have "
                 f"fewer samples), got {self.samples_per_decision}"
             )
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0 < self.lr_final_factor <= 1:
-            problems.append("lr_final_factor must be in (0, 1]")
-        if self.probe_batch < 1 or self.probe_chunks < 2:
-            problems.append("probe_batch must be >= 1 and probe_chunks >= 2")
         for split, space in self.spaces.items():
             outside = [b for b in space.batch_sizes if not lo <= b <= hi]
             if outside:
-                problems.append(f"{split}: initial batch sizes {outside} are outside {lo}..{hi}")
+                problems.append(
+                    f"{split}: initial batch sizes {outside} are outside {lo}..{hi}, the "
+                    "batch_bounds (widen them to hold these)"
+                )
         if problems:
-            raise ValueError(f"task {self.id!r}: " + "; ".join(problems))
+            raise ValueError(f"{owner}: " + "; ".join(problems))
 
     @property
     def budget(self) -> str:
@@ -102,11 +126,6 @@ class BatchSizeTaskSpec(TaskSpec):
         final = base * self.lr_final_factor
         progress = decision / max(self.decisions - 1, 1)
         return final + 0.5 * (base - final) * (1.0 + math.cos(math.pi * progress))
-
-    def with_overrides(self, **overrides) -> BatchSizeTaskSpec:
-        if "batch_bounds" in overrides:
-            overrides["batch_bounds"] = tuple(int(b) for b in overrides["batch_bounds"])
-        return super().with_overrides(**overrides)
 
 
 def require_batch_task(agent_name: str, task: TaskSpec) -> None:

@@ -20,10 +20,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as fields_of
 from functools import lru_cache
 
 import numpy as np
 
+from ganno_bench.inner import fields
 from ganno_bench.inner.models import INIT_SCHEMES
 
 SPLITS = ("train", "test", "test-ood")
@@ -37,6 +39,7 @@ SEED_RANGES: dict[str, tuple[int, int]] = {
 }
 
 Intervals = tuple[tuple[float, float], ...]
+MAX_SEED = 2**63  # torch generators take seeds below 2**64; the probe stream adds a salt
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,29 @@ class Instance:
     batch_size: int
     momentum: float
 
+    def __post_init__(self) -> None:
+        """Refuse what no inner run can start from (a NaN rate, a bool batch size, an
+        unknown init scheme), naming the field: instances also come from users' dicts."""
+        owner = "instance"
+        canonical = {
+            "init_seed": fields.integer(owner, "init_seed", self.init_seed, minimum=0),
+            "data_seed": fields.integer(owner, "data_seed", self.data_seed, minimum=0),
+            "init_scheme": fields.choice(owner, "init_scheme", self.init_scheme, INIT_SCHEMES),
+            "init_scale": fields.real(owner, "init_scale", self.init_scale, "> 0", lambda v: v > 0),
+            "log10_lr": fields.real(
+                owner, "log10_lr", self.log10_lr, "(a log10 learning rate)", lambda v: True
+            ),
+            "batch_size": fields.integer(owner, "batch_size", self.batch_size, minimum=1),
+            "momentum": fields.real(
+                owner, "momentum", self.momentum, "in [0, 1)", lambda v: 0 <= v < 1
+            ),
+        }
+        for name in ("init_seed", "data_seed"):
+            if canonical[name] >= MAX_SEED:
+                raise ValueError(f"{owner}: {name} must be below 2**63, got {canonical[name]}")
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
+
     @property
     def learning_rate(self) -> float:
         return float(10.0**self.log10_lr)
@@ -60,6 +86,12 @@ class Instance:
 
     @classmethod
     def from_dict(cls, data: dict) -> Instance:
+        """An instance from its :meth:`to_dict` form; a missing or unknown key is a
+        TypeError naming the keys an instance has."""
+        keys = [f.name for f in fields_of(cls)]
+        if not isinstance(data, dict) or set(data) != set(keys):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise TypeError(f"an instance dict has exactly the keys {keys}, got {got}")
         return cls(**data)
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ganno_bench.data import ArrayDataset, load_dataset
+from ganno_bench.inner import fields
 from ganno_bench.inner.instances import SPLITS, Instance, InstanceSpace, build_frozen
 from ganno_bench.inner.models import ModelConfig, build_network
 
@@ -98,26 +99,73 @@ class TaskSpec:
     overridable: ClassVar[tuple[str, ...]] = OVERRIDABLE
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.decisions < 1 or self.inner_steps < 1:
-            problems.append("decisions and inner_steps must be >= 1")
+        """Check and canonicalise every field (see :mod:`ganno_bench.inner.fields`): the one
+        validation path of suite entries, user tasks and ``make`` overrides alike."""
+        if not isinstance(self.id, str) or not self.id:
+            raise TypeError(
+                f"a task id must be a non-empty string such as 'mylab/MyTask-v0', "
+                f"got {self.id!r} ({type(self.id).__name__})"
+            )
+        owner = f"task {self.id!r}"
+        canonical: dict[str, Any] = {
+            "optimizer": fields.choice(owner, "optimizer", self.optimizer, OPTIMIZERS),
+            "lr_bounds": fields.numbers_tuple(
+                owner,
+                "lr_bounds",
+                self.lr_bounds,
+                what="a (low, high) pair of numbers",
+                length=2,
+            ),
+            "factors": fields.numbers_tuple(
+                owner, "factors", self.factors, what="a tuple of positive numbers"
+            ),
+            "weight_decay": fields.real(
+                owner, "weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0
+            ),
+            "divergence_factor": fields.real(
+                owner, "divergence_factor", self.divergence_factor, "> 1", lambda v: v > 1
+            ),
+            "divergence_penalty": fields.real(
+                owner, "divergence_penalty", self.divergence_penalty, ">= 0", lambda v: v >= 0
+            ),
+        }
+        for name in ("decisions", "inner_steps", "stats_window", "eval_batch_size", "num_frozen"):
+            canonical[name] = fields.integer(owner, name, getattr(self, name), minimum=1)
+        for name in ("description", "family", "difficulty"):
+            canonical[name] = fields.text(owner, name, getattr(self, name))
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
         lo, hi = self.lr_bounds
         if not 0 < lo < hi:
-            problems.append(f"lr_bounds must satisfy 0 < low < high, got {self.lr_bounds}")
-        if not self.factors or min(self.factors) <= 0:
-            problems.append("factors must be a non-empty tuple of positive numbers")
-        if set(self.spaces) != set(SPLITS):
-            problems.append(
-                f"spaces must define exactly the splits {SPLITS}, got {sorted(self.spaces)}"
+            raise ValueError(
+                f"{owner}: lr_bounds must satisfy 0 < low < high, got {self.lr_bounds}"
             )
-        if self.divergence_factor <= 1 or self.divergence_penalty < 0:
-            problems.append("divergence_factor must be > 1 and divergence_penalty >= 0")
-        if self.stats_window < 1 or self.num_frozen < 1:
-            problems.append("stats_window and num_frozen must be >= 1")
-        if problems:
-            raise ValueError(f"task {self.id!r}: " + "; ".join(problems))
+        if not self.factors or min(self.factors) <= 0:
+            raise ValueError(
+                f"{owner}: factors must be a non-empty tuple of positive numbers, "
+                f"got {self.factors}"
+            )
+        if not isinstance(self.model, ModelConfig) and not callable(self.model):
+            raise TypeError(
+                f"{owner}: model must be a ModelConfig or a callable "
+                f"(input_shape, num_classes) -> nn.Module, got {type(self.model).__name__}"
+            )
+        if not isinstance(self.data, DataConfig) and not callable(self.data):
+            raise TypeError(
+                f"{owner}: data must be a DataConfig or a callable () -> ArrayDataset, "
+                f"got {type(self.data).__name__}"
+            )
+        if not isinstance(self.spaces, dict) or set(self.spaces) != set(SPLITS):
+            got = sorted(self.spaces) if isinstance(self.spaces, dict) else self.spaces
+            raise ValueError(
+                f"{owner}: spaces must define exactly the splits {SPLITS}, got {got!r}"
+            )
+        wrong = [s for s, space in self.spaces.items() if not isinstance(space, InstanceSpace)]
+        if wrong:
+            raise TypeError(
+                f"{owner}: spaces[{wrong[0]!r}] must be an InstanceSpace (register() builds "
+                "them from dicts)"
+            )
 
     @property
     def name(self) -> str:
@@ -150,14 +198,11 @@ class TaskSpec:
         return tuple(build_frozen(self.id, self.spaces[split], split, self.num_frozen))
 
     def with_overrides(self, **overrides: Any) -> TaskSpec:
+        """This task with some budget or reward knobs changed (checked like every field)."""
         unknown = set(overrides) - set(self.overridable)
         if unknown:
             raise TypeError(
                 f"unknown override(s) {sorted(unknown)} for {self.id!r}; "
                 f"tasks accept {list(self.overridable)}"
             )
-        if "lr_bounds" in overrides:
-            overrides["lr_bounds"] = tuple(overrides["lr_bounds"])
-        if "factors" in overrides:
-            overrides["factors"] = tuple(overrides["factors"])
         return dataclasses.replace(self, **overrides)
