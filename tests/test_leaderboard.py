@@ -600,3 +600,38 @@ def test_tracks_have_separate_tables_and_plots(tmp_path, cards, bs_cards):
 def test_lr_only_results_render_as_before(rendered):
     _, md = rendered  # no batch-size card: no batch-size section, no note about tracks
     assert "Batch-size track" not in md and "never aggregated together" not in md
+
+
+def test_the_headline_ranks_on_the_ids_every_listed_agent_covers(tmp_path, cards):
+    partial = copy.deepcopy(cards["random"])  # an agent on one id only
+    partial["agent"]["name"] = "one-id-agent"
+    partial["episodes"] = [e for e in partial["episodes"] if e["env_id"] == IDS[0]]
+    partial["envs"] = {IDS[0]: partial["envs"][IDS[0]]}
+    for episode in partial["episodes"]:
+        episode["normalised_score"] = 99.0  # would lead any ranking it were in
+    outer = copy.deepcopy(cards["halve-on-plateau"])
+    outer["agent"].update(name="outer-loop", compute_multiple=8)
+    folder = _write_all(tmp_path / "res", {**cards, "one-id-agent": partial, "outer": outer})
+    (tmp_path / "out" / "boil").mkdir(parents=True)
+    (tmp_path / "out" / "boil" / "README.md").write_text(
+        "# BOIL\n\n**Conclusion.** BOIL's claim does not hold here.\n"
+    )
+    md = render_leaderboard(folder, tmp_path / "out", **TABLES).read_text()
+    # headline first, the card list last
+    assert md.index("## Headline") < md.index("## Split `test`") < md.index("## Result cards")
+    assert "\n## " not in md[md.index("## Result cards") + 1 :]
+    headline = md[md.index("## Headline") : md.index("## Split `test`")]
+    assert "the best 4 of 4 agents over the 2 ids all of them cover" in headline
+    rows = _table(headline, "**Split `test`**")
+    scores = {name: scores_for(card) for name, card in cards.items()}
+    scores["outer-loop"] = scores["halve-on-plateau"]
+    expected = sorted(scores, key=lambda a: (-_pooled_iqm(scores[a]), a))
+    assert [r[1] for r in rows] == expected
+    for row in rows:
+        assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores[row[1]]), abs=5e-4)
+        assert row[4] == ("8x" if row[1] == "outer-loop" else "1x")
+    assert "one-id-agent" not in {r[1] for r in rows}
+    assert "not ranked here, on fewer ids: one-id-agent (1 ids)" in headline
+    assert f"**{expected[0]}** (1x) leads: {expected[0]} and {expected[1]} are" in headline
+    assert "* [boil](boil/README.md), BOIL's claim" in headline
+    assert headline.rstrip().endswith(": BOIL's claim does not hold here.")

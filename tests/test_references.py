@@ -59,9 +59,10 @@ def test_score_is_bounded_below_at_minus_one_for_a_diverged_episode():
     assert normalised_score(1013.9, default_loss=2.1, best_loss=2.0) == SCORE_BOUND == -1.0
     assert normalised_score(float("inf"), default_loss=2.1, best_loss=2.0) == -1.0
     assert normalised_score(float("nan"), default_loss=2.1, best_loss=2.0) == -1.0
-    # exactly one gap above the default is the bound; just inside it the score is linear
-    assert normalised_score(2.2, default_loss=2.1, best_loss=2.0) == pytest.approx(-1.0)
-    assert normalised_score(2.19, default_loss=2.1, best_loss=2.0) == pytest.approx(-0.9)
+    # exactly one gap (0.2) above the default is the bound; just inside it, linear
+    assert normalised_score(2.2, default_loss=2.0, best_loss=1.8) == pytest.approx(-1.0)
+    assert normalised_score(2.19, default_loss=2.0, best_loss=1.8) == pytest.approx(-0.95)
+    assert normalised_score(2.21, default_loss=2.0, best_loss=1.8) == -1.0
     # above: at most 1 / SCORE_FLOOR, at a loss of 0
     assert normalised_score(0.0, default_loss=2.0, best_loss=1.99) == pytest.approx(20.0)
 

@@ -84,10 +84,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     named = load_named(args.results)
     if args.cards:
         wanted = set(args.cards)
-        named = [(p, c) for p, c in named if p.name in wanted or p.stem in wanted]
-        missing = wanted - {p.name for p, _ in named} - {p.stem for p, _ in named}
+        keys = {p: {p.name, p.name.removesuffix(".gz").removesuffix(".json")} for p, _ in named}
+        missing = sorted(n for n in wanted if not any(n in k for k in keys.values()))
         if missing:
-            raise FileNotFoundError(f"no cards {sorted(missing)} in {args.results}")
+            raise FileNotFoundError(f"no cards {missing} in {args.results}")
+        named = [(p, c) for p, c in named if keys[p] & wanted]
     replays, skipped = verify(
         named, per_card=args.per_card, seed=args.seed, progress=not args.quiet
     )

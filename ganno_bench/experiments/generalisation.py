@@ -380,8 +380,13 @@ def render_generalisation(
         per_seed = card["agent"]["config"].get("per_seed", {})
         policies += [Path(c["checkpoint"]).name for c in per_seed.values()]
         baselines = [c for p, c in cards.items() if p != path]
+        # overridden tasks have no references: compare losses, as reproduce does
+        overridden = any(env.get("overrides") for env in card["envs"].values())
+        metric = "neg_test_loss" if overridden else "normalised_score"
         tables.append(
-            generalisation_table(card, baselines, seed=seed, n_resamples=n_resamples)
+            generalisation_table(
+                card, baselines, metric=metric, seed=seed, n_resamples=n_resamples
+            )
         )
     return write_report(tables, list(dict.fromkeys(policies)), Path(out_dir))
 
@@ -424,7 +429,8 @@ def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
                 f"{verdict} the best single-run baseline, {best['agent']} "
                 f"(IQM {_fmt(best['iqm_all'])}, P = {_fmt(best['p_policy_better'])})"
             )
-        parts.append(f"on `{table['split']}` the policy has " + ", ".join(clauses))
+        listed = ", ".join(clauses[:-1]) + (", and " if len(clauses) > 1 else "") + clauses[-1]
+        parts.append(f"on `{table['split']}` the policy has {listed}")
     if beats_default and all(beats_default) and matches_best and all(matches_best):
         verdict = "the learned policy generalises: it matches the best tuned schedule"
     elif beats_default and all(beats_default):

@@ -148,14 +148,14 @@ def _legend_outside(ax, **kw) -> None:
 
 def _log_axis(ax, base: float = 10) -> None:
     """A log y-axis labelled with plain numbers at 1-2-5 steps (every integer step when
-    the data span less than 0.6 decades, powers only above two decades)."""
+    the data span less than a decade, powers only above two decades)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log", base=base)
     if base == 10:
         low, high = ax.get_ylim()
         span = np.log10(high / low) if low > 0 else np.inf
-        subs = range(1, 10) if span < 0.6 else (1, 2, 5) if span < 2 else (1,)
+        subs = range(1, 10) if span < 1 else (1, 2, 5) if span < 2 else (1,)
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(subs)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())

@@ -84,7 +84,7 @@ def split_headline(
         second = ranked[1]
         p = stats.probability_of_improvement(own[leader.agent], own[second.agent], **boot_kw)
         said.append(
-            f"{leader.agent} ({_compute(leader)}) leads: "
+            f"**{leader.agent}** ({_compute(leader)}) leads: "
             + _separation(leader.agent, second.agent, p)
         )
     singles = [r for r in ranked[1:] if r.compute_multiple == 1 and not r.privileged]
@@ -99,9 +99,8 @@ def split_headline(
     if left_out:
         named = ", ".join(f"{r.agent} ({len(scores[r.agent])} ids)" for r in left_out)
         said.append(f"not ranked here, on fewer ids: {named}")
-    if said:
-        sentence = "; ".join(said)
-        lines += [sentence[:1].upper() + sentence[1:] + ".", ""]
+    if said:  # agent names stay as written: no capital at the start
+        lines += ["; ".join(said) + ".", ""]
     return lines
 
 
