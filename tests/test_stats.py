@@ -393,8 +393,10 @@ def test_intervals_agree_with_scipy_bootstrap_per_task():
     interval up to Monte-Carlo error."""
     rng = np.random.default_rng(2)
     x = rng.gamma(2.0, 0.5, 60)
-    for name, f in (("iqm", lambda a, axis: sps.trim_mean(a, 0.25, axis=axis)),
-                    ("median", np.median)):
+    for name, f in (
+        ("iqm", lambda a, axis: sps.trim_mean(a, 0.25, axis=axis)),
+        ("median", np.median),
+    ):
         est = aggregate({"t": x}, name, n_resamples=4000, seed=3)
         ref = sps.bootstrap(
             (x,), f, n_resamples=4000, method="percentile", rng=np.random.default_rng(0)

@@ -173,8 +173,7 @@ def _array_problem(episodes: list[dict[str, Any]]) -> str | None:
                     return f"episodes/{i}/lrs/{t}/{k}: {x!r} is not of type 'number'"
                 if x <= 0:
                     return (
-                        f"episodes/{i}/lrs/{t}/{k}: {x!r} is less than or equal to the "
-                        "minimum of 0"
+                        f"episodes/{i}/lrs/{t}/{k}: {x!r} is less than or equal to the minimum of 0"
                     )
     return None
 

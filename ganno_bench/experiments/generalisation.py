@@ -384,18 +384,14 @@ def render_generalisation(
         overridden = any(env.get("overrides") for env in card["envs"].values())
         metric = "neg_test_loss" if overridden else "normalised_score"
         tables.append(
-            generalisation_table(
-                card, baselines, metric=metric, seed=seed, n_resamples=n_resamples
-            )
+            generalisation_table(card, baselines, metric=metric, seed=seed, n_resamples=n_resamples)
         )
     return write_report(tables, list(dict.fromkeys(policies)), Path(out_dir))
 
 
 def _best_single_run(table: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The baseline with the highest IQM over all targets at single-run compute."""
-    singles = [
-        r for r in table["baselines"] if r["compute_multiple"] == 1 and not r["privileged"]
-    ]
+    singles = [r for r in table["baselines"] if r["compute_multiple"] == 1 and not r["privileged"]]
     return max(singles, key=lambda r: r["iqm_all"]["value"], default=None)
 
 
@@ -440,8 +436,7 @@ def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
         )
     else:
         verdict = (
-            "the learned policy does not reliably improve on the default rate off its "
-            "training id"
+            "the learned policy does not reliably improve on the default rate off its training id"
         )
     return f"Trained on {TRAIN_ID.split('/')[-1]}, {'; '.join(parts)}: {verdict}."
 

@@ -147,16 +147,20 @@ def _legend_outside(ax, **kw) -> None:
 
 
 def _log_axis(ax, base: float = 10) -> None:
-    """A log y-axis labelled with plain numbers at 1-2-5 steps (every integer step when
-    the data span less than a decade, powers only above two decades)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """A log y-axis labelled with plain numbers: at 1-2-5 steps, every integer step when
+    the data span less than a decade, evenly spaced round values when they span less than
+    a third of one (else one or two labels would show), powers only above two decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     ax.set_yscale("log", base=base)
     if base == 10:
         low, high = ax.get_ylim()
         span = np.log10(high / low) if low > 0 else np.inf
-        subs = range(1, 10) if span < 1 else (1, 2, 5) if span < 2 else (1,)
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(subs)))
+        if span < 0.35:
+            ax.yaxis.set_major_locator(MaxNLocator(8, steps=[1, 2, 5, 10]))
+        else:
+            subs = range(1, 10) if span < 1 else (1, 2, 5) if span < 2 else (1,)
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(subs)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 
@@ -208,9 +212,7 @@ def _profile_plot(
     return _save(fig, path)
 
 
-def _curves_plot(
-    env_id: str, runs: Sequence[Run], style: Mapping[str, Style], path: Path
-) -> Path:
+def _curves_plot(env_id: str, runs: Sequence[Run], style: Mapping[str, Style], path: Path) -> Path:
     fig = _figure(8.5, 4.4, (0.7, 2.1, 0.5, 0.35))
     ax = fig.add_subplot()
     for run in runs:
