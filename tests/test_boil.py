@@ -154,3 +154,38 @@ def test_claim_table_scores_at_equal_wall_time_and_equal_steps():
     assert rows["fast"].split("|")[5].strip() == "none yet"  # 8 steps: before its first run
     assert rows["cheap"].split("|")[5].strip().startswith("0.4000")  # its own 8 steps
     assert rows["cheap"].split("|")[4].strip() == "none yet"  # at fast's 2.0 s
+
+
+def test_the_claim_conclusion_follows_the_intervals():
+    from ganno_bench.experiments.boil_claim import conclusion
+
+    def record(method, seed, points, env_id="ganno/LayerLR-MLP-Easy-v0"):
+        trace = [{"wall_time_s": w, "score": s, "cost": c} for w, s, c in points]
+        return {"env_id": env_id, "method": method, "seed": seed, "trace": trace}
+
+    # BOIL: cheaper in inner steps but slower; at the others' 2 s it holds less, not
+    # separated from them (wide seeds)
+    slow = [
+        record("boil", 0, [(1.0, 0.5, 5), (9.0, 0.9, 15)]),
+        record("boil", 1, [(1.5, 0.8, 5), (9.0, 0.9, 15)]),
+        record("random", 0, [(1.0, 0.6, 10), (2.0, 0.7, 20)]),
+        record("random", 1, [(1.0, 0.7, 10), (2.0, 0.8, 20)]),
+    ]
+    text = conclusion(slow)
+    assert text.startswith("On LayerLR-MLP-Easy-v0 boil held 0.6500 [")
+    assert "against random's 0.7500 [" in text and "(not separated)" in text
+    assert "after 9 s (4x that time)" in text
+    assert "BOIL's claim does not hold here" in text and "fewer inner steps" in text
+    # BOIL ahead at equal time on every id, by intervals that do not overlap
+    fast = [
+        record("boil", 0, [(1.0, 0.90, 5)]),
+        record("boil", 1, [(1.0, 0.91, 5)]),
+        record("random", 0, [(1.0, 0.50, 10), (2.0, 0.60, 20)]),
+        record("random", 1, [(1.0, 0.52, 10), (2.0, 0.62, 20)]),
+    ]
+    text = conclusion(fast)
+    assert "(ahead)" in text
+    assert text.endswith("BOIL's claim holds here: it finds better schedules for the time spent.")
+    # ahead on one id, not separated on another: holds on some ids
+    other = [{**r, "env_id": "ganno/LayerLR-CNN-Easy-v0"} for r in slow]
+    assert "BOIL's claim holds on some ids" in conclusion([*fast, *other])

@@ -32,7 +32,10 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
     card = load_card(card_path)
     if card_path not in MADE_HERE:
         made = card["hardware"].get("cpu_model", "an unrecorded processor")
-        pytest.skip(f"{card_path.name} was made on {made}, not on this processor")
+        pytest.skip(
+            f"{card_path.name} was made on {made}, not on this processor: `ganno-bench "
+            "verify` measures how far this processor's numbers drift from it"
+        )
     episode = next(e for e in card["episodes"] if "MLP" in e["env_id"])
     overrides = card["envs"][episode["env_id"]].get("overrides") or None
     with single_threaded():

@@ -15,8 +15,10 @@ from ganno_bench.benchmark.cards import load_card
 from ganno_bench.benchmark.leaderboard import scores_for
 from ganno_bench.cli.main import main
 from ganno_bench.experiments.generalisation import (
+    conclusion,
     generalisation_table,
     merge_seed_cards,
+    render_generalisation,
     reproduce_generalisation,
     shipped_policies,
 )
@@ -160,3 +162,74 @@ def test_a_rerun_reuses_the_finished_per_seed_cards(reproduced, monkeypatch):
     assert (
         gen.training_seed(out / "x-seed7.zip", 0) == 7 and gen.training_seed(out / "x.zip", 2) == 2
     )
+
+
+def test_the_report_re_renders_from_the_committed_cards_alone(
+    reproduced, baseline_cards, tmp_path, monkeypatch, capsys
+):
+    import ganno_bench.experiments.generalisation as gen
+    from ganno_bench.benchmark.cards import write_card
+
+    out, text = reproduced
+    results = tmp_path / "results"
+    for card in baseline_cards:
+        write_card(card, results / f"{card['agent']['name']}-test.json.gz")
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
+    write_card(merge_seed_cards(cards, "ppo-mlp-easy"), results / "ppo-mlp-easy-test.json.gz")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-rendering evaluated something")
+
+    monkeypatch.setattr(gen, "evaluate", refuse)
+    again = render_generalisation(results, tmp_path / "report", splits=["test"], n_resamples=200)
+    assert json.loads((tmp_path / "report" / "table.json").read_text()) == json.loads(
+        (out / "table.json").read_text()
+    )
+    assert again == text  # the same report, conclusion first
+    assert text.splitlines()[2].startswith("**Conclusion.** Trained on LayerLR-MLP-Easy-v0, ")
+    command = ["reproduce", "generalisation", "--from-cards", "--split", "test"]
+    assert main([*command, "--results", str(results), "--out", str(tmp_path / "cli")]) == 0
+    assert "**Conclusion.**" in capsys.readouterr().out
+    assert main([*command, "--results", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "reproduce generalisation" in capsys.readouterr().err  # no merged card there
+
+
+def _row(agent, iqm, p, compute=1.0):
+    est = {"value": iqm, "low": iqm - 0.1, "high": iqm + 0.1}
+    return {
+        "agent": agent,
+        "compute_multiple": compute,
+        "privileged": False,
+        "iqm_all": est,
+        "p_policy_better": {"value": p[0], "low": p[1], "high": p[2]},
+    }
+
+
+def _table(split, rows):
+    policy = {"value": 0.3, "low": 0.1, "high": 0.4}
+    return {
+        "split": split,
+        "targets": list(TARGETS),
+        "policy": {"iqm_all": policy},
+        "baselines": rows,
+    }
+
+
+def test_the_conclusion_follows_the_intervals():
+    ahead_of_default = _row("constant", 0.0, (0.61, 0.58, 0.65))
+    behind_best = _row("tuned-cosine", 0.9, (0.36, 0.32, 0.41))
+    tied_with_best = _row("tuned-cosine", 0.4, (0.52, 0.47, 0.57))
+    outer = _row("grid-cosine", 1.0, (0.2, 0.1, 0.3), compute=8.0)  # not a single run
+    text = conclusion([_table("test", [outer, behind_best, ahead_of_default])])
+    assert "beats the default constant rate (P = 0.610 [0.580, 0.650])" in text
+    assert "loses to the best single-run baseline, tuned-cosine" in text
+    assert text.endswith(
+        "generalises beyond the default rate but not to the level of the tuned schedules."
+    )
+    text = conclusion([_table("test", [tied_with_best, ahead_of_default])])
+    assert "is not separated from the best single-run baseline" in text
+    assert text.endswith("it matches the best tuned schedule.")
+    behind_default = _row("constant", 0.0, (0.45, 0.40, 0.49))
+    text = conclusion([_table("test", [ahead_of_default]), _table("test-ood", [behind_default])])
+    assert "on `test-ood` the policy has IQM 0.300 [0.100, 0.400] on 2 unseen ids" in text
+    assert text.endswith("does not reliably improve on the default rate off its training id.")

@@ -200,7 +200,7 @@ def test_ranking_matches_independent_iqm(rendered, cards):
         assert low <= value <= high
         mean = np.mean(np.concatenate(list(scores_for(cards[row[1]]).values())))
         assert _estimate(row[3])[0] == pytest.approx(mean, abs=5e-4)
-        assert row[6:] == ["2", "12", "1", "no"]
+        assert row[7:] == ["2", "12", "1", "no"]
 
 
 def test_family_tables_restrict_to_the_family(rendered, cards):
@@ -212,7 +212,7 @@ def test_family_tables_restrict_to_the_family(rendered, cards):
         assert sorted(r[1] for r in rows) == sorted(AGENTS)
         for row in rows:
             assert _estimate(row[2])[0] == pytest.approx(iqms[row[1]], abs=5e-4)
-            assert row[6:8] == ["1", "6"]
+            assert row[7:9] == ["1", "6"]
 
 
 def test_markdown_names_every_agent_and_id(rendered, cards):
@@ -239,7 +239,7 @@ def test_each_split_has_its_own_section(tmp_path, cards):
     assert md.index("## Split `test`") < md.index("## Split `test-ood`")
     assert len(_table(_section(md, "test"), "### Ranking")) == 3
     (row,) = _table(_section(md, "test-ood"), "### Ranking")
-    assert row[1] == "random" and row[6:8] == ["2", "12"]
+    assert row[1] == "random" and row[7:9] == ["2", "12"]
 
 
 def test_plots_exist_are_png_and_linked(rendered):
@@ -313,8 +313,11 @@ def test_flags_and_divergence_rate_are_shown(tmp_path, cards):
     folder = _write_all(tmp_path / "res", {"random": card, "constant": cards["constant"]})
     md = render_leaderboard(folder, tmp_path / "out", **TABLES).read_text()
     rows = {r[1]: r for r in _table(md, "### Ranking")}
-    assert rows["random"][8:] == ["4", "yes"]
-    assert rows["constant"][8:] == ["1", "no"]
+    assert rows["random"][9:] == ["4", "yes"]
+    assert rows["constant"][9:] == ["1", "no"]
+    # the divergence rate has a column of its own: 3 of random's 12 episodes
+    assert _header_of(md, "### Ranking")[6] == "diverged"
+    assert rows["random"][6] == "25.0%" and rows["constant"][6] == "0.0%"
     header = _header_of(md, "### Per id")
     per_id = {r[0]: dict(zip(header, r, strict=True)) for r in _table(md, "### Per id")}
     assert per_id[IDS[0]]["random"].endswith("div 50%")
@@ -339,7 +342,7 @@ def test_cards_covering_different_ids_are_merged(tmp_path, cards):
     folder = _write_all(tmp_path / "res", {"random-mlp": mlp, "random-cnn": cnn})
     md = render_leaderboard(folder, tmp_path / "out", **TABLES).read_text()
     (row,) = _table(md, "### Ranking")
-    assert row[1] == "random" and row[6:8] == ["2", "12"]
+    assert row[1] == "random" and row[7:9] == ["2", "12"]
     assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores_for(cards["random"])), abs=5e-4)
 
 
@@ -358,7 +361,7 @@ def test_cards_covering_different_seeds_are_merged(tmp_path, cards):
     folder = _write_all(tmp_path / "res", {"random-s0": seed0, "random-s1": seed1})
     md = render_leaderboard(folder, tmp_path / "out", **TABLES).read_text()
     (row,) = _table(md, "### Ranking")
-    assert row[1] == "random" and row[6:8] == ["2", "12"]
+    assert row[1] == "random" and row[7:9] == ["2", "12"]
     assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores_for(cards["random"])), abs=5e-4)
     # another seed of another task version or agent config is refused, naming both files
     for edit in (
@@ -554,7 +557,7 @@ def test_tracks_have_separate_tables_and_plots(tmp_path, cards, bs_cards):
     for row in rows:
         iqm = _pooled_iqm(scores_for(cards[row[1]]))
         assert _estimate(row[2])[0] == pytest.approx(iqm, abs=5e-4)
-        assert row[6:8] == ["2", "12"]
+        assert row[7:9] == ["2", "12"]
     assert sorted(r[0] for r in _table(lr, "### Per id")) == sorted(IDS)
     assert not any(b in lr for b in BS_IDS)
 
@@ -569,12 +572,12 @@ def test_tracks_have_separate_tables_and_plots(tmp_path, cards, bs_cards):
     assert [r[1] for r in rows] == order
     for row in rows:
         assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(expected[row[1]]), abs=5e-4)
-        assert row[6:] == ["2", "4", "1", "no"]
+        assert row[7:] == ["2", "4", "1", "no"]
     for family, env_id in (("MLP", BS_IDS[0]), ("CNN", BS_IDS[1])):
         for row in _table(bs, f"#### {family}"):
             iqm = float(sps.trim_mean(expected[row[1]][env_id], 0.25))
             assert _estimate(row[2])[0] == pytest.approx(iqm, abs=5e-4)
-            assert row[6:8] == ["1", "2"]
+            assert row[7:9] == ["1", "2"]
     assert sorted(r[0] for r in _table(bs, "### Per id")) == sorted(BS_IDS)
     assert not any(i in bs for i in IDS)
     poi = _table(bs, "### Probability of improvement")
@@ -597,3 +600,38 @@ def test_tracks_have_separate_tables_and_plots(tmp_path, cards, bs_cards):
 def test_lr_only_results_render_as_before(rendered):
     _, md = rendered  # no batch-size card: no batch-size section, no note about tracks
     assert "Batch-size track" not in md and "never aggregated together" not in md
+
+
+def test_the_headline_ranks_on_the_ids_every_listed_agent_covers(tmp_path, cards):
+    partial = copy.deepcopy(cards["random"])  # an agent on one id only
+    partial["agent"]["name"] = "one-id-agent"
+    partial["episodes"] = [e for e in partial["episodes"] if e["env_id"] == IDS[0]]
+    partial["envs"] = {IDS[0]: partial["envs"][IDS[0]]}
+    for episode in partial["episodes"]:
+        episode["normalised_score"] = 99.0  # would lead any ranking it were in
+    outer = copy.deepcopy(cards["halve-on-plateau"])
+    outer["agent"].update(name="outer-loop", compute_multiple=8)
+    folder = _write_all(tmp_path / "res", {**cards, "one-id-agent": partial, "outer": outer})
+    (tmp_path / "out" / "boil").mkdir(parents=True)
+    (tmp_path / "out" / "boil" / "README.md").write_text(
+        "# BOIL\n\n**Conclusion.** BOIL's claim does not hold here.\n"
+    )
+    md = render_leaderboard(folder, tmp_path / "out", **TABLES).read_text()
+    # headline first, the card list last
+    assert md.index("## Headline") < md.index("## Split `test`") < md.index("## Result cards")
+    assert "\n## " not in md[md.index("## Result cards") + 1 :]
+    headline = md[md.index("## Headline") : md.index("## Split `test`")]
+    assert "the best 4 of 4 agents over the 2 ids all of them cover" in headline
+    rows = _table(headline, "**Split `test`**")
+    scores = {name: scores_for(card) for name, card in cards.items()}
+    scores["outer-loop"] = scores["halve-on-plateau"]
+    expected = sorted(scores, key=lambda a: (-_pooled_iqm(scores[a]), a))
+    assert [r[1] for r in rows] == expected
+    for row in rows:
+        assert _estimate(row[2])[0] == pytest.approx(_pooled_iqm(scores[row[1]]), abs=5e-4)
+        assert row[4] == ("8x" if row[1] == "outer-loop" else "1x")
+    assert "one-id-agent" not in {r[1] for r in rows}
+    assert "not ranked here, on fewer ids: one-id-agent (1 ids)" in headline
+    assert f"**{expected[0]}** (1x) leads: {expected[0]} and {expected[1]} are" in headline
+    assert "* [boil](boil/README.md), BOIL's claim" in headline
+    assert headline.rstrip().endswith(": BOIL's claim does not hold here.")

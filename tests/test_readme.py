@@ -60,3 +60,22 @@ def test_readme_block_runs_as_pasted(block, tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, f"README block failed:\n{block}\n{result.stderr[-3000:]}"
+
+
+def test_the_cpu_only_install_asks_for_the_pinned_torch():
+    """The README's CPU-only set-up installs exactly the version constraints.txt pins, from
+    PyTorch's CPU index, before the install that reads the constraints."""
+    pins = [
+        line.strip()
+        for line in (README.parent / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    torch_pin = next(p for p in pins if p.startswith("torch=="))
+    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    cpu = [b for b in blocks if "download.pytorch.org/whl/cpu" in b]
+    assert len(cpu) == 1, "the README has one CPU-only set-up command"
+    first, then = (
+        cpu[0].index(f"pip install {torch_pin} --index-url"),
+        cpu[0].index("-c constraints.txt"),
+    )
+    assert first < then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 
@@ -18,7 +19,12 @@ from ganno_bench.benchmark.references import (
     compute_references,
     instance_references,
 )
-from ganno_bench.benchmark.scoring import load_references, normalised_score, references_path
+from ganno_bench.benchmark.scoring import (
+    SCORE_BOUND,
+    load_references,
+    normalised_score,
+    references_path,
+)
 
 # Every id of the layerwise-LR suite ("all") ships references; the batch-size track's are
 # checked wherever they are shipped (computed by `ganno-bench references --env batch-size`).
@@ -42,9 +48,47 @@ def test_score_is_zero_at_the_default_and_one_at_the_best_constant_rate():
     # the default already beats the grid: the best constant rate is the default itself,
     # and the denominator floor (5% of the default loss) keeps the score on a sane scale
     assert normalised_score(1.9, default_loss=2.0, best_loss=2.5) == pytest.approx(0.1 / 0.1)
-    assert normalised_score(2.2, default_loss=2.0, best_loss=1.99) == pytest.approx(-0.2 / 0.1)
+    assert normalised_score(2.05, default_loss=2.0, best_loss=1.99) == pytest.approx(-0.05 / 0.1)
     # above the floor the scale is the default-to-best gap itself
     assert normalised_score(1.5, default_loss=2.0, best_loss=1.8) == pytest.approx(0.5 / 0.2)
+
+
+def test_score_is_bounded_below_at_minus_one_for_a_diverged_episode():
+    # MLP-Hard test-ood instance 3 as committed before the bound: a final loss of 1,013.9
+    # against a default-to-best gap of about 0.1 scored about -9,700
+    assert normalised_score(1013.9, default_loss=2.1, best_loss=2.0) == SCORE_BOUND == -1.0
+    assert normalised_score(float("inf"), default_loss=2.1, best_loss=2.0) == -1.0
+    assert normalised_score(float("nan"), default_loss=2.1, best_loss=2.0) == -1.0
+    # exactly one gap (0.2) above the default is the bound; just inside it, linear
+    assert normalised_score(2.2, default_loss=2.0, best_loss=1.8) == pytest.approx(-1.0)
+    assert normalised_score(2.19, default_loss=2.0, best_loss=1.8) == pytest.approx(-0.95)
+    assert normalised_score(2.21, default_loss=2.0, best_loss=1.8) == -1.0
+    # above: at most 1 / SCORE_FLOOR, at a loss of 0
+    assert normalised_score(0.0, default_loss=2.0, best_loss=1.99) == pytest.approx(20.0)
+
+
+def test_rescoring_bounds_the_scores_and_keeps_the_raw_losses(tmp_path):
+    from ganno_bench.benchmark.cards import load_card, write_card
+    from ganno_bench.benchmark.scoring import rescore
+
+    env_id = "ganno/LayerLR-MLP-Hard-v0"
+    card = ganno_bench.evaluate(
+        load_agent("constant"), [env_id], "test-ood", seeds=[0], instances=[3], progress=False
+    )
+    diverged = card["episodes"][0]
+    ref = load_references(env_id)["test-ood"][3]
+    # as if this episode had diverged and been scored by the old, unbounded formula
+    diverged.update(final_test_loss=1013.9, diverged=True, normalised_score=-9702.0)
+    raw = {k: copy.deepcopy(v) for k, v in diverged.items() if k != "normalised_score"}
+    path = write_card(card, tmp_path / "card.json.gz")  # compact, as committed
+    card = load_card(path)
+    assert rescore(card) == 1
+    write_card(card, path)
+    again = load_card(path)["episodes"][0]
+    assert again["normalised_score"] == -1.0
+    # the raw loss (and curves, rates, flag) still say how far it diverged
+    assert {k: v for k, v in again.items() if k != "normalised_score"} == raw
+    assert again["final_test_loss"] > ref["default_loss"] + 1000
 
 
 def test_rescore_recomputes_scores_from_losses_and_leaves_overridden_ones_null():

@@ -366,3 +366,69 @@ def test_same_seed_same_interval_different_seed_different_bounds():
     np.testing.assert_array_equal(profile0[1], performance_profile(scores, taus, **FAST)[1])
     profile1 = performance_profile(scores, taus, seed=1, **FAST)
     assert not np.array_equal(np.stack(profile0[1:]), np.stack(profile1[1:]))
+
+
+# --- the vectorised resampling
+
+
+def test_count_based_resample_statistics_equal_the_materialised_resamples():
+    """Each resample's IQM, median, mean, optimality gap and Mann-Whitney fraction computed
+    from how often each run was drawn equals the statistic of the resample itself."""
+    from ganno_bench.benchmark.stats import _counts, _draws, _pooled_distribution
+
+    rng = np.random.default_rng(5)
+    # ties, a single-run task and odd and even pooled sizes
+    groups = [np.round(rng.normal(0.5, 0.5, 13), 1), rng.normal(1.0, 0.2, 8), np.array([0.3])]
+    for sizes in (groups, groups[:2]):
+        index = _draws([g.size for g in sizes], 300, seed=4)
+        pooled = np.concatenate([g[i] for g, i in zip(sizes, index, strict=True)], axis=1)
+        expected = {
+            "iqm": sps.trim_mean(pooled, 0.25, axis=1),
+            "median": np.median(pooled, axis=1),
+            "mean": pooled.mean(axis=1),
+            "optimality_gap": np.maximum(1 - pooled, 0).mean(axis=1),
+        }
+        for name, values in expected.items():
+            np.testing.assert_allclose(_pooled_distribution(name, sizes, index), values, atol=1e-12)
+    x, y = groups[0], groups[1]
+    ix, iy = _draws([x.size, y.size], 200, seed=9)
+    wins = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+    fast = ((_counts(ix, x.size) @ wins) * _counts(iy, y.size)).sum(axis=1) / (x.size * y.size)
+    slow = sps.mannwhitneyu(x[ix], y[iy], axis=1).statistic / (x.size * y.size)
+    np.testing.assert_allclose(fast, slow, atol=1e-12)
+
+
+def test_intervals_agree_with_scipy_bootstrap_per_task():
+    """On one task the stratified bootstrap is scipy's percentile bootstrap: the same
+    interval up to Monte-Carlo error."""
+    rng = np.random.default_rng(2)
+    x = rng.gamma(2.0, 0.5, 60)
+    for name, f in (
+        ("iqm", lambda a, axis: sps.trim_mean(a, 0.25, axis=axis)),
+        ("median", np.median),
+    ):
+        est = aggregate({"t": x}, name, n_resamples=4000, seed=3)
+        ref = sps.bootstrap(
+            (x,), f, n_resamples=4000, method="percentile", rng=np.random.default_rng(0)
+        ).confidence_interval
+        width = ref.high - ref.low
+        assert est.low == pytest.approx(ref.low, abs=0.1 * width), name
+        assert est.high == pytest.approx(ref.high, abs=0.1 * width), name
+
+
+def test_probability_matrix_reuses_draws_and_equals_each_pair_on_its_own():
+    from ganno_bench.benchmark.stats import probability_matrix
+
+    rng = np.random.default_rng(8)
+    scores = {
+        "a": {"t1": rng.normal(0.0, 1, 9), "t2": rng.normal(0.2, 1, 7)},
+        "b": {"t1": rng.normal(0.5, 1, 9), "t2": rng.normal(0.1, 1, 7)},
+        "c": {"t2": np.round(rng.normal(0.0, 1, 5))},  # shares t2 only, with ties
+        "d": {"t3": rng.normal(0.0, 1, 4)},  # shares nothing
+    }
+    matrix = probability_matrix(scores, **FAST)
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+        alone = probability_of_improvement(scores[x], scores[y], **FAST)
+        assert matrix[x, y] == alone
+        assert matrix[y, x] == Estimate(1 - alone.value, 1 - alone.high, 1 - alone.low)
+    assert matrix["a", "d"] is None and matrix["d", "c"] is None

@@ -6,7 +6,8 @@ processes produced it.
 Each finished episode is appended to the run's journal (``<card>.partial.jsonl``) at
 once and flushed to disk, so a killed run resumes where it stopped: episodes already in
 the journal are not run again and none is written twice. When every episode is in, the
-result card is written atomically and the journal removed.
+result card is written atomically and the journal removed; running the same evaluation
+again then returns that finished card (:func:`finished_card`) instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import Any
 from ganno_bench.agents.protocol import Agent, OuterLoopAgent
 from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.batched_evaluation import batched_unsupported, play_batched
-from ganno_bench.benchmark.cards import CARD_KIND, SCHEMA_VERSION, hardware, now, write_card
+from ganno_bench.benchmark.cards import (
+    CARD_KIND,
+    SCHEMA_VERSION,
+    CardError,
+    hardware,
+    load_card,
+    now,
+    write_card,
+)
 from ganno_bench.benchmark.records import episode_record, episode_seed
 from ganno_bench.benchmark.scoring import load_references
 from ganno_bench.benchmark.threads import init_worker, single_threaded, worker_context
@@ -182,6 +191,36 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, in
     return done
 
 
+def finished_card(
+    out: str | os.PathLike | None,
+    agent: Agent | OuterLoopAgent,
+    ids: Sequence[str] | str,
+    split: str = "test",
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    overrides: dict[str, Any] | None = None,
+    instances: Sequence[int] | None = None,
+) -> dict[str, Any] | None:
+    """The card at ``out`` if it holds exactly this evaluation, finished (same agent and
+    configuration, ids with their versions and instances, split, seeds and overrides), else
+    None: what :func:`evaluate` returns instead of running it again."""
+    if out is None or not Path(out).exists():
+        return None
+    ids = resolve_ids([ids] if isinstance(ids, str) else ids)
+    header = json.loads(
+        json.dumps(_run_header(agent, ids, split, seeds, dict(overrides or {}), instances))
+    )
+    try:
+        card = load_card(out)
+    except CardError:
+        return None
+    if {key: card.get(key) for key in header} != header:
+        return None
+    wanted = {(i, k, s) for i in ids for k in header["envs"][i]["instances"] for s in seeds}
+    have = {(e["env_id"], e["instance"], e["seed"]) for e in card["episodes"]}
+    return card if have == wanted else None
+
+
 def _worker_episode(args: tuple) -> dict[str, Any]:
     return run_episode(*args)
 
@@ -244,12 +283,15 @@ def evaluate(
     batch_size: int = 32,
     device: str = "cpu",
     references_dir: str | os.PathLike | None = None,
+    rerun: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``agent`` on every frozen instance of ``split`` for each seed; return the card.
 
     ``ids``: ids, globs or suite names. ``out``: the card's path; its journal makes the
-    run resumable. ``workers`` > 1 runs episodes in that many processes. ``instances``
-    restricts the run to some instance indices (e.g. for a quick look).
+    run resumable, and a finished card of the same evaluation there is returned as it is
+    (see :func:`finished_card`) unless ``rerun``. ``workers`` > 1 runs episodes in that many
+    processes. ``instances`` restricts the run to some instance indices (e.g. for a quick
+    look).
     ``engine="batched"`` plays up to ``batch_size`` episodes of an id at once over the
     batched engine (on ``device``), for agents that act per decision; outer-loop and
     privileged agents, and batch-size ids, keep the sequential engine (a warning says so).
@@ -261,6 +303,12 @@ def evaluate(
 
     ids = resolve_ids([ids] if isinstance(ids, str) else ids)
     overrides = dict(overrides or {})
+    if not rerun:
+        card = finished_card(
+            out, agent, ids, split, seeds, overrides=overrides, instances=instances
+        )
+        if card is not None:
+            return card
     engine = _engine_for(agent, ids, engine, batch_size)
     header = _run_header(agent, ids, split, seeds, overrides, instances, engine)
     journal_path = Path(str(out) + ".partial.jsonl") if out is not None else None

@@ -1,7 +1,8 @@
 """The normalised score and the frozen references it is measured against.
 
 0 at the instance's own constant learning rate (or initial batch size), 1 at the best
-constant of the reference grid. References are keyed by the full id: the suite's own
+constant of the reference grid, and never below -1 (see :func:`normalised_score`).
+References are keyed by the full id: the suite's own
 (``ganno/...``) are shipped in ``envs/references/<name>.json``; any other namespace's live
 in a folder the user names, as ``<namespace>__<name>.json`` (see :func:`references_folder`).
 They are refused when they were computed for another id, other instances or with
@@ -21,12 +22,23 @@ from ganno_bench.inner.instances import FROZEN_SPLITS, instances_hash
 
 FORMAT = 1
 SCORE_FLOOR = 0.05  # the score's denominator is at least this share of the default loss
+# The lowest score: an episode that ends further above the default's loss than the default
+# is above the best constant's has failed, and every failure counts the same.
+SCORE_BOUND = -1.0
 
 
 def normalised_score(loss: float, default_loss: float, best_loss: float) -> float:
-    """0 at the instance's default constant rate, 1 at the best constant rate of the grid."""
+    """0 at the instance's default constant rate, 1 at the best constant rate of the grid.
+
+    Bounded below at -1: ``L > L_default + gap`` (gap = the denominator) scores -1 however
+    large ``L`` is, so one diverged episode (a final loss of 1,000 against a gap of 0.1
+    would be -10,000) cannot dominate a mean or an optimality gap; the raw loss stays in
+    the card, and the divergence rate is reported beside the score. A loss that is not
+    finite scores -1 too. Above, the score is at most ``1 / SCORE_FLOOR`` (a loss of 0).
+    """
     best = min(best_loss, default_loss)
-    return (default_loss - loss) / max(default_loss - best, SCORE_FLOOR * default_loss)
+    raw = (default_loss - loss) / max(default_loss - best, SCORE_FLOOR * default_loss)
+    return raw if raw > SCORE_BOUND else SCORE_BOUND  # NaN fails the test: the bound
 
 
 def rescore(card: dict[str, Any], references_dir: str | os.PathLike | None = None) -> int:

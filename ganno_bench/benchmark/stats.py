@@ -9,11 +9,17 @@ Confidence intervals come from the *stratified* percentile bootstrap (Agarwal et
 "Deep Reinforcement Learning at the Edge of the Statistical Precipice", NeurIPS 2021):
 each task's runs are resampled with replacement independently of the other tasks', so
 every resample keeps each task's run count, and the statistic is recomputed on the
-resampled data. It is built on :func:`scipy.stats.bootstrap` with every task as a separate
-sample (scipy resamples each sample independently); the ``rliable`` package itself is
-not used. A task with a single run has nothing to resample and is held fixed; when
-nothing varies across resamples (e.g. all-equal scores) the interval collapses to the
-point estimate.
+resampled data; the interval is the percentile interval of the resampled statistics, as
+:func:`scipy.stats.bootstrap` with ``method="percentile"`` and every task a sample of its
+own gives. The resampling is vectorised here rather than left to scipy: a resample is
+*how often each run was drawn*, and every statistic the leaderboard needs is a function of
+those counts (sums for the mean and optimality gap, cumulative counts over the runs sorted
+once for the IQM and median, count-weighted pair counts for the Mann-Whitney U, and a
+count-weighted share of runs above each tau for performance profiles), so no resample is
+sorted or ranked. Point estimates are scipy's (``trim_mean``) or count what scipy's
+``mannwhitneyu`` counts; the ``rliable`` package itself is not used. A task with a single
+run has nothing to resample and is held fixed; when nothing varies across resamples (e.g.
+all-equal scores) the interval collapses to the point estimate.
 
 Results are reproducible: the same inputs and ``seed`` give identical estimates. Tasks are
 processed in sorted order of their ids, so the order of the mapping does not matter.
@@ -21,9 +27,6 @@ processed in sorted order of their ids, so the order of the mapping does not mat
 
 from __future__ import annotations
 
-import inspect
-import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,19 +38,15 @@ __all__ = [
     "Estimate",
     "aggregate",
     "aggregate_all",
+    "fmt",
     "iqm",
     "optimality_gap",
     "per_task",
     "performance_profile",
+    "probability_matrix",
     "probability_of_improvement",
     "train_test_gap",
 ]
-
-# Elements (resamples x runs x rows) materialised per vectorised call of a statistic.
-_BATCH_ELEMENTS = 2**21
-# scipy >= 1.15 names the generator argument `rng`; older releases call it `random_state`.
-_RNG_KWARG = "rng" if "rng" in inspect.signature(_sps.bootstrap).parameters else "random_state"
-
 
 # --- statistics
 
@@ -103,25 +102,13 @@ AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
 }
 _DEFAULT_AGGREGATES = dict(AGGREGATES)
 
-# The same statistics computed along an axis, so that a whole batch of bootstrap
-# resamples is evaluated in one call.
-_AXIS_AGGREGATES: dict[str, Callable[..., np.ndarray]] = {
-    "iqm": lambda x, axis=-1: _sps.trim_mean(x, 0.25, axis=axis),
-    "mean": lambda x, axis=-1: np.mean(x, axis=axis),
-    "median": lambda x, axis=-1: np.median(x, axis=axis),
-    "optimality_gap": lambda x, axis=-1: np.mean(np.maximum(1.0 - x, 0.0), axis=axis),
-}
 
-
-def _statistic(name: str) -> Callable[..., np.ndarray]:
-    """The axis-wise implementation of the aggregate called ``name``."""
+def _statistic(name: str) -> Callable[[np.ndarray], float]:
+    """The aggregate called ``name``, or a ValueError listing the known ones."""
     if name not in AGGREGATES:
         known = ", ".join(sorted(AGGREGATES))
         raise ValueError(f"unknown statistic {name!r}; known statistics: {known}")
-    if AGGREGATES[name] is _DEFAULT_AGGREGATES.get(name):
-        return _AXIS_AGGREGATES[name]
-    scalar = AGGREGATES[name]  # a user-registered (or replaced) statistic: apply row by row
-    return lambda x, axis=-1: np.apply_along_axis(scalar, axis, x)
+    return AGGREGATES[name]
 
 
 # --- results
@@ -136,7 +123,14 @@ class Estimate:
     high: float
 
     def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+        return f"{fmt(self.value)} [{fmt(self.low)}, {fmt(self.high)}]"
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` decimals, without the sign of a value that rounds to zero
+    (``0.000``, never ``-0.000``)."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 # --- validation
@@ -190,78 +184,89 @@ def _check_bootstrap_args(confidence: float, n_resamples: int) -> None:
 # --- bootstrap
 
 
-def _stratified_bootstrap(
-    groups: Sequence[np.ndarray],
-    stat: Callable[[list[np.ndarray]], np.ndarray],
-    *,
-    confidence: float,
-    n_resamples: int,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point estimate and percentile CI of ``stat`` under the stratified bootstrap.
+def _draws(sizes: Sequence[int], n_resamples: int, seed: int | Sequence[int]) -> list[np.ndarray]:
+    """The stratified resamples: per stratum, the run indices each resample drew, shape
+    ``(n_resamples, n_i)``; strata are drawn in order from one generator seeded ``seed``,
+    so the same sizes and seed give the same resamples."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, size=(int(n_resamples), n)) for n in sizes]
 
-    ``groups`` are the strata: arrays of shape ``(*rows, n_i)`` whose last axis holds runs;
-    each is resampled along that axis independently of the others (leading ``rows`` share
-    the resampled indices). ``stat(list_of_groups)`` reduces the last axis of every group
-    and returns an array of the leading shape, so it accepts batches of resamples of shape
-    ``(*rows, batch, n_i)`` as well. Returns ``(value, low, high)`` of the ``rows`` shape.
+
+def _counts(index: np.ndarray, n: int, dtype: type = np.float64) -> np.ndarray:
+    """How many times each of ``n`` runs is in each resample: ``(resamples, n)``."""
+    b = index.shape[0]
+    flat = (index + n * np.arange(b)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(dtype)
+
+
+def _is_default(name: str) -> bool:
+    return AGGREGATES[name] is _DEFAULT_AGGREGATES.get(name)
+
+
+def _pooled_distributions(
+    names: Sequence[str], groups: Sequence[np.ndarray], index: Sequence[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Each statistic of ``names`` over every resample of the pooled runs, shape
+    ``(resamples,)`` each.
+
+    The four default aggregates come from how often each run was drawn, as sums and order
+    statistics over the runs sorted once, with no resample materialised: a resample of
+    ``N`` pooled runs costs ``O(N)``, not a sort. Other statistics are applied to each
+    materialised resample.
     """
-    _check_bootstrap_args(confidence, n_resamples)
-    groups = [np.asarray(g, dtype=float) for g in groups]
-    value = np.asarray(stat(groups), dtype=float)
+    x = np.concatenate(groups)
+    n = x.size
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if not _is_default(name):
+            pooled = np.concatenate([g[i] for g, i in zip(groups, index, strict=True)], axis=1)
+            out[name] = np.apply_along_axis(AGGREGATES[name], 1, pooled)
+    wanted = [name for name in names if _is_default(name)]
+    if not wanted:
+        return out
+    counts = np.concatenate([_counts(i, g.size) for g, i in zip(groups, index, strict=True)], 1)
+    if "mean" in wanted:
+        out["mean"] = counts @ x / n
+    if "optimality_gap" in wanted:
+        out["optimality_gap"] = counts @ np.maximum(1.0 - x, 0.0) / n
+    if "iqm" not in wanted and "median" not in wanted:
+        return out
+    order = np.argsort(x, kind="stable")
+    values, counts = x[order], counts[:, order]
+    upto = np.cumsum(counts, axis=1)  # runs at or below each sorted value, per resample
+    if "iqm" in wanted:  # trim_mean(x, 0.25): drop int(n / 4) runs at each end
+        cut = int(0.25 * n)
+        kept = np.minimum(upto, n - cut) - np.maximum(upto - counts, cut)
+        out["iqm"] = np.clip(kept, 0.0, None) @ values / (n - 2 * cut)
+    if "median" in wanted:  # the mean of the values at sorted positions (n-1)//2 and n//2
+        low, high = ((upto <= p).sum(axis=1) for p in ((n - 1) // 2, n // 2))
+        out["median"] = (values[low] + values[high]) / 2
+    return out
 
-    # Strata with a single run (or all-equal runs) look the same in every resample.
-    free = [i for i, g in enumerate(groups) if g.shape[-1] > 1 and np.ptp(g, axis=-1).any()]
-    if not free:
-        return value, value.copy(), value.copy()
 
-    def statistic(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
-        del axis  # scipy always moves the resampled axis last
-        lead = resampled[0].shape[:-1]  # (*rows, batch)
-        full = [np.broadcast_to(g[..., None, :], (*lead, g.shape[-1])) for g in groups]
-        for i, r in zip(free, resampled, strict=True):
-            full[i] = r
-        return stat(full)
+def _pooled_distribution(
+    name: str, groups: Sequence[np.ndarray], index: Sequence[np.ndarray]
+) -> np.ndarray:
+    """The statistic ``name`` over every resample of the pooled runs."""
+    return _pooled_distributions([name], groups, index)[name]
 
-    rows = math.prod(groups[0].shape[:-1])
-    runs = sum(g.shape[-1] for g in groups)
-    batch = int(min(n_resamples, max(1, _BATCH_ELEMENTS // max(1, rows * runs))))
-    with warnings.catch_warnings():
-        # Degenerate bootstrap distributions are handled below.
-        warnings.simplefilter("ignore", _sps.DegenerateDataWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = _sps.bootstrap(
-            [groups[i] for i in free],
-            statistic,
-            n_resamples=int(n_resamples),
-            batch=batch,
-            vectorized=True,
-            paired=False,
-            axis=-1,
-            confidence_level=confidence,
-            method="percentile",
-            **{_RNG_KWARG: np.random.default_rng(seed)},
-        )
-    low = np.asarray(res.confidence_interval.low, dtype=float)
-    high = np.asarray(res.confidence_interval.high, dtype=float)
-    dist = np.asarray(res.bootstrap_distribution, dtype=float)
-    # Collapse the interval where the bootstrap distribution does not vary (beyond the
-    # rounding of recomputing the statistic) or where scipy could not compute it.
-    spread = np.ptp(dist, axis=-1)
-    scale = np.maximum(1.0, np.abs(value))
-    degenerate = (spread <= 1e-12 * scale) | ~np.isfinite(low) | ~np.isfinite(high)
-    low = np.where(degenerate, value, low)
-    high = np.where(degenerate, value, high)
-    return value, low, high
+
+def _interval(
+    value: np.ndarray, distribution: np.ndarray, confidence: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(value, low, high)``: the percentile interval of ``distribution`` (resamples on
+    axis 0), collapsed onto the value where the resamples do not vary beyond the rounding
+    of recomputing the statistic (single runs, all-equal runs)."""
+    value = np.asarray(value, dtype=float)
+    alpha = 100 * (1.0 - confidence) / 2
+    low, high = np.percentile(distribution, [alpha, 100 - alpha], axis=0)
+    spread = np.ptp(distribution, axis=0)
+    degenerate = spread <= 1e-12 * np.maximum(1.0, np.abs(value))
+    return value, np.where(degenerate, value, low), np.where(degenerate, value, high)
 
 
 def _estimate(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> Estimate:
     return Estimate(float(value), float(low), float(high))
-
-
-def _pooled(f: Callable[..., np.ndarray]) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """``f`` over the runs of all groups concatenated along the last axis."""
-    return lambda groups: f(np.concatenate(groups, axis=-1), axis=-1)
 
 
 # --- public API
@@ -281,36 +286,67 @@ def aggregate(
     ``confidence`` percentile interval of the same pooled statistic over ``n_resamples``
     resamples, each resampling every task's runs with replacement within that task.
     """
-    data = _validate(scores)
-    f = _statistic(statistic)
-    value, low, high = _stratified_bootstrap(
-        list(data.values()),
-        _pooled(f),
-        confidence=confidence,
-        n_resamples=n_resamples,
-        seed=seed,
-    )
-    return _estimate(value, low, high)
+    return aggregate_all(
+        scores, (statistic,), confidence=confidence, n_resamples=n_resamples, seed=seed
+    )[statistic]
 
 
 def aggregate_all(
     scores: Mapping[str, np.ndarray],
+    statistics: Sequence[str] | None = None,
     *,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Estimate]:
-    """:func:`aggregate` for every statistic in :data:`AGGREGATES`, keyed by name."""
+    """:func:`aggregate` for each of ``statistics`` (default: all of :data:`AGGREGATES`),
+    keyed by name; all share one set of resamples, so each equals its own
+    :func:`aggregate` call with the same seed."""
+    names = list(AGGREGATES if statistics is None else statistics)
+    for name in names:
+        _statistic(name)
+    _check_bootstrap_args(confidence, n_resamples)
+    data = _validate(scores)
+    groups = list(data.values())
+    index = _draws([g.size for g in groups], n_resamples, seed)
+    pooled = np.concatenate(groups)
+    distributions = _pooled_distributions(list(dict.fromkeys(names)), groups, index)
     return {
-        name: aggregate(scores, name, confidence=confidence, n_resamples=n_resamples, seed=seed)
-        for name in AGGREGATES
+        name: _estimate(*_interval(AGGREGATES[name](pooled), distributions[name], confidence))
+        for name in names
     }
 
 
-def _mann_whitney_fraction(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``U / (n * m)`` along the last axis: P(X > Y) + P(X = Y) / 2 for one task."""
-    u = _sps.mannwhitneyu(x, y, axis=-1, method="asymptotic").statistic
-    return np.asarray(u, dtype=float) / (x.shape[-1] * y.shape[-1])
+def _side_counts(
+    arrays: Sequence[np.ndarray], n_resamples: int, seed: int, side: int
+) -> list[np.ndarray]:
+    """Resample counts of one side of a comparison (0: x, 1: y), each side drawn from its
+    own generator, so a side's resamples depend only on its own runs and the seed."""
+    index = _draws([a.size for a in arrays], n_resamples, [seed, side])
+    # float32 is exact here: counts, and the U sums below, are multiples of 1/2 under 2^23
+    return [_counts(i, a.size, np.float32) for i, a in zip(index, arrays, strict=True)]
+
+
+def _improvement(
+    xs: Mapping[str, np.ndarray],
+    ys: Mapping[str, np.ndarray],
+    common: Sequence[str],
+    cx: Sequence[np.ndarray],
+    cy: Sequence[np.ndarray],
+    confidence: float,
+) -> Estimate:
+    """P(X > Y) over ``common`` tasks from both sides' resample counts: per task the
+    Mann-Whitney fraction ``U / (n m)``, ``U`` the number of pairs with x > y (ties one
+    half); a resample's U is ``sum_ij cx_i cy_j [x_i > y_j]``, a matrix product instead of
+    a ranking per resample."""
+    values, distribution = [], 0.0
+    for task, ca, cb in zip(common, cx, cy, strict=True):
+        a, b = xs[task], ys[task]
+        wins = (a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])
+        values.append(wins.mean())
+        u = ((ca @ wins.astype(np.float32)) * cb).sum(axis=1, dtype=np.float64)
+        distribution = distribution + u / (a.size * b.size)
+    return _estimate(*_interval(np.mean(values), distribution / len(common), confidence))
 
 
 def probability_of_improvement(
@@ -325,22 +361,54 @@ def probability_of_improvement(
 
     ``value = mean over tasks t in both of U_t / (n_t * m_t)`` where ``U_t`` is the
     Mann-Whitney U statistic of ``x[t]`` against ``y[t]`` (the number of pairs with
-    ``x > y``, ties counting one half) and ``n_t, m_t`` their run counts; each common task
-    weighs equally, tasks in only one of ``x``, ``y`` are ignored. The CI resamples the runs
-    of ``x`` and of ``y`` within each task independently (stratified bootstrap).
+    ``x > y``, ties counting one half, as :func:`scipy.stats.mannwhitneyu` counts) and
+    ``n_t, m_t`` their run counts; each common task weighs equally, tasks in only one of
+    ``x``, ``y`` are ignored. The CI resamples the runs of ``x`` and of ``y`` within each
+    task independently (stratified bootstrap).
     """
+    _check_bootstrap_args(confidence, n_resamples)
     xs, ys = _validate(x, "x"), _validate(y, "y")
     common = _common_tasks(xs, ys, ("x", "y"))
-    groups = [arr for task in common for arr in (xs[task], ys[task])]
+    cx = _side_counts([xs[t] for t in common], n_resamples, seed, 0)
+    cy = _side_counts([ys[t] for t in common], n_resamples, seed, 1)
+    return _improvement(xs, ys, common, cx, cy, confidence)
 
-    def stat(gs: list[np.ndarray]) -> np.ndarray:
-        fractions = [_mann_whitney_fraction(gs[i], gs[i + 1]) for i in range(0, len(gs), 2)]
-        return np.mean(fractions, axis=0)
 
-    value, low, high = _stratified_bootstrap(
-        groups, stat, confidence=confidence, n_resamples=n_resamples, seed=seed
-    )
-    return _estimate(value, low, high)
+def probability_matrix(
+    scores: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[tuple[str, str], Estimate | None]:
+    """P(a > b) for every ordered pair of distinct agents (``scores``: agent -> task ->
+    runs), over the tasks both share; None where a pair shares none.
+
+    Each unordered pair is bootstrapped once, the earlier agent of ``scores`` as ``x``,
+    and its mirror is ``1 - P`` with the interval mirrored, so the matrix is exactly
+    antisymmetric; every entry equals :func:`probability_of_improvement` of that pair. An
+    agent's resamples are drawn once and reused in all its pairs.
+    """
+    _check_bootstrap_args(confidence, n_resamples)
+    agents = list(scores)
+    data = {a: _validate(scores[a], f"scores[{a!r}]") for a in agents}
+    as_y: dict[tuple[str, tuple[str, ...]], list[np.ndarray]] = {}
+    out: dict[tuple[str, str], Estimate | None] = {}
+    for i, a in enumerate(agents):
+        as_x: dict[tuple[str, ...], list[np.ndarray]] = {}
+        for b in agents[i + 1 :]:
+            common = tuple(sorted(set(data[a]) & set(data[b]), key=str))
+            if not common:
+                out[a, b] = out[b, a] = None
+                continue
+            if common not in as_x:
+                as_x[common] = _side_counts([data[a][t] for t in common], n_resamples, seed, 0)
+            if (b, common) not in as_y:
+                as_y[b, common] = _side_counts([data[b][t] for t in common], n_resamples, seed, 1)
+            est = _improvement(data[a], data[b], common, as_x[common], as_y[b, common], confidence)
+            out[a, b] = est
+            out[b, a] = Estimate(1.0 - est.value, 1.0 - est.high, 1.0 - est.low)
+    return out
 
 
 def performance_profile(
@@ -358,23 +426,21 @@ def performance_profile(
     flattened ``taus``; the CIs come from one stratified bootstrap shared by all taus, so
     values and both bounds are non-increasing in ``tau``.
     """
+    _check_bootstrap_args(confidence, n_resamples)
     data = _validate(scores)
     t = np.asarray(taus, dtype=float).ravel()
     if t.size == 0:
         raise ValueError("taus is empty")
     if np.isnan(t).any():
         raise ValueError("taus contains NaN")
-    # One row per tau: indicator[t_idx, run] = score > tau. Resampling runs resamples every
-    # row with the same indices, so all taus share each bootstrap resample.
-    groups = [(arr[None, :] > t[:, None]).astype(float) for arr in data.values()]
-
-    def stat(gs: list[np.ndarray]) -> np.ndarray:
-        return np.mean([g.mean(axis=-1) for g in gs], axis=0)
-
-    value, low, high = _stratified_bootstrap(
-        groups, stat, confidence=confidence, n_resamples=n_resamples, seed=seed
-    )
-    return value, low, high
+    groups = list(data.values())
+    index = _draws([g.size for g in groups], n_resamples, seed)
+    above = [(g[:, None] > t[None, :]).astype(float) for g in groups]  # (runs, taus)
+    value = np.mean([a.mean(axis=0) for a in above], axis=0)
+    distribution = sum(
+        _counts(i, g.size) @ a / g.size for g, i, a in zip(groups, index, above, strict=True)
+    ) / len(groups)
+    return _interval(value, distribution, confidence)
 
 
 def train_test_gap(
@@ -392,21 +458,18 @@ def train_test_gap(
     both splits (tasks in only one split are ignored). Positive means the test split
     scores lower. The CI resamples each split's runs within each task independently.
     """
+    f = _statistic(statistic)
+    _check_bootstrap_args(confidence, n_resamples)
     tr, te = _validate(train, "train"), _validate(test, "test")
     common = _common_tasks(tr, te, ("train", "test"))
-    f = _statistic(statistic)
     k = len(common)
     groups = [tr[task] for task in common] + [te[task] for task in common]
-
-    def stat(gs: list[np.ndarray]) -> np.ndarray:
-        return f(np.concatenate(gs[:k], axis=-1), axis=-1) - f(
-            np.concatenate(gs[k:], axis=-1), axis=-1
-        )
-
-    value, low, high = _stratified_bootstrap(
-        groups, stat, confidence=confidence, n_resamples=n_resamples, seed=seed
+    index = _draws([g.size for g in groups], n_resamples, seed)
+    value = f(np.concatenate(groups[:k])) - f(np.concatenate(groups[k:]))
+    distribution = _pooled_distribution(statistic, groups[:k], index[:k]) - (
+        _pooled_distribution(statistic, groups[k:], index[k:])
     )
-    return _estimate(value, low, high)
+    return _estimate(*_interval(value, distribution, confidence))
 
 
 def per_task(
@@ -422,12 +485,7 @@ def per_task(
     Every task is bootstrapped with the same ``seed``, so a task's estimate does not
     depend on which other tasks are present. Keys are in sorted task order.
     """
+    _statistic(statistic)
     data = _validate(scores)
-    f = _statistic(statistic)
-    out: dict[str, Estimate] = {}
-    for task, arr in data.items():
-        value, low, high = _stratified_bootstrap(
-            [arr], _pooled(f), confidence=confidence, n_resamples=n_resamples, seed=seed
-        )
-        out[task] = _estimate(value, low, high)
-    return out
+    kw = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+    return {task: aggregate({task: arr}, statistic, **kw) for task, arr in data.items()}

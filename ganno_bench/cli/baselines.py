@@ -6,7 +6,7 @@ import argparse
 import shutil
 
 from ganno_bench.baselines import files
-from ganno_bench.baselines.ppo import load_ppo_config, train_ppo
+from ganno_bench.baselines.ppo import load_ppo_config, ppo_config_path, train_ppo
 from ganno_bench.baselines.schedule_family import tune_schedules
 from ganno_bench.baselines.tuning import tune
 from ganno_bench.benchmark.evaluation import resolve_ids
@@ -36,6 +36,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one Stable-Baselines3 PPO policy shared by every layer on the id's train split:
+    each layer of each env copy is one vector-env slot, so a timestep is one layer's
+    decision. Progress bar, TensorBoard logs (RUN/tb), atomic checkpoints and periodic
+    evaluations on fixed train instances (RUN/evaluations.jsonl); running the same command
+    again resumes from the newest checkpoint."""
     overrides = budget_overrides(args)
     names = "+".join(env_id.split("/")[-1] for env_id in args.env)
     config = None
@@ -67,6 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_boil(args: argparse.Namespace) -> int:
+    """tune: run BOIL (Bayesian optimisation over the schedule family and training length)
+    on the train split of each id and freeze the result in baselines/boil.toml. claim:
+    measure BOIL's claim (best schedule found versus tuning time, against plain BO, random
+    and grid search, over seeds) and write leaderboards/boil/README.md with its plot;
+    finished runs are kept in runs.jsonl, so a rerun only re-renders."""
     ids = resolve_ids(args.env or ["ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"])
     with single_threaded():  # the same numbers as the single-threaded evaluations
         return _boil_action(args, ids)
@@ -99,7 +109,12 @@ def _boil_action(args: argparse.Namespace, ids: list[str]) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this group's commands."""
     p = sub.add_parser("train", help="train a parameter-shared policy on an id's train split")
-    p.add_argument("algorithm", choices=["ppo"])
+    algorithms = p.add_subparsers(
+        dest="algorithm", metavar="ALGORITHM", required=True, help="the training algorithm:"
+    )
+    p = algorithms.add_parser(
+        "ppo", help="Stable-Baselines3 PPO, one policy shared by every layer", epilog=_ppo_epilog()
+    )
     p.add_argument(
         "--env",
         action="append",
@@ -118,24 +133,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--config",
         help="a TOML of PPO settings like baselines/ppo/config.toml (a training recipe)",
     )
-    p.add_argument("--timesteps", type=int, default=150_000, help="layer decisions in all")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--timesteps", type=int, default=150_000, help="layer decisions in all (one per slot)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the envs, torch and PPO")
     p.add_argument("--out", help="run folder (default: runs/ppo-NAME-seedS); rerun to resume")
     p.add_argument("--recurrent", action="store_true", help="sb3-contrib RecurrentPPO (LSTM)")
-    p.add_argument("--copies", type=int, help="env copies per rollout (default: config)")
+    p.add_argument("--copies", type=int, help="env copies per rollout (default: the config's)")
     p.add_argument("--cpus", type=int, default=0, help="worker processes for the env copies")
-    p.add_argument("--checkpoint-every", type=int, default=10_000, help="timesteps")
-    p.add_argument("--eval-every", type=int, default=10_000, help="timesteps")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=10_000, help="timesteps between checkpoints"
+    )
+    p.add_argument("--eval-every", type=int, default=10_000, help="timesteps between evaluations")
     p.add_argument("--eval-instances", type=int, default=8, help="train instances per evaluation")
     p.add_argument("--resume", help="checkpoint to resume from (default: the run's newest)")
     p.add_argument("--export", help="also copy the final policy to this path")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device of the policy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_budget_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("boil", help="BOIL: tune the schedule family, or measure BOIL's claim")
-    p.add_argument("action", choices=["tune", "claim"])
+    p.add_argument(
+        "action", choices=["tune", "claim"], help="tune the family, or measure the claim"
+    )
     p.add_argument("--env", action="append", help="ids (default: MLP-Easy and CNN-Easy)")
     p.add_argument("--iterations", type=int, default=12, help="real training runs per tuning")
     p.add_argument("--instances", type=int, nargs="+", default=[0, 1], help="train instances")
@@ -146,9 +167,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_boil)
 
     p = sub.add_parser("tune", help="grid-search the tuned baselines on the train split")
-    p.add_argument("--baseline", action="append", choices=["tuned-constant", "tuned-cosine"])
+    p.add_argument(
+        "--baseline",
+        action="append",
+        choices=["tuned-constant", "tuned-cosine"],
+        help="baseline to tune (repeatable; default: both)",
+    )
     p.add_argument("--env", action="append", help="id, glob or suite name (repeatable)")
     p.add_argument("--instances", type=int, default=8, help="train instances 0..N-1")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of each grid run")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.set_defaults(func=cmd_tune)
+
+
+def _ppo_epilog() -> str:
+    """PPO's own settings, so ``train ppo --help`` shows what a run will use."""
+    settings = ", ".join(f"{k} {v}" for k, v in load_ppo_config().items())
+    recurrent = ", ".join(f"{k} {v}" for k, v in load_ppo_config(recurrent=True).items())
+    return (
+        f"PPO settings (SB3 keyword names, from {ppo_config_path().name} in the shipped "
+        f"baselines/ppo/; edit there): {settings}. With --recurrent: {recurrent}. A "
+        "rollout is n_steps decisions of every slot (copies x layers), so timesteps come "
+        "in multiples of n_steps x slots."
+    )

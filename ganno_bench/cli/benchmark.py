@@ -9,10 +9,11 @@ from pathlib import Path
 from ganno_bench.baselines.zoo import load_agent
 from ganno_bench.benchmark.cards import load_card, write_card
 from ganno_bench.benchmark.curve_store import store_path
-from ganno_bench.benchmark.evaluation import evaluate, resolve_ids
-from ganno_bench.benchmark.leaderboard import compare, render_leaderboard
+from ganno_bench.benchmark.evaluation import evaluate, finished_card, resolve_ids
+from ganno_bench.benchmark.leaderboard import compare, render_leaderboard, scores_for
 from ganno_bench.benchmark.references import compute_references
 from ganno_bench.benchmark.scoring import rescore
+from ganno_bench.benchmark.stats import aggregate
 from ganno_bench.cli.common import add_budget_options, budget_overrides
 from ganno_bench.inner.instances import SPLITS
 
@@ -20,37 +21,75 @@ METRICS = ["normalised_score", "final_test_accuracy", "neg_test_loss"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Play the agent on every frozen instance of the split for each seed, one episode per
+    (id, instance, seed), and write a result card. Every finished episode goes to
+    OUT.partial.jsonl at once, so a killed run resumes when the same command runs again; a
+    finished card of the same evaluation at OUT is reused (said so) unless --rerun. Ends
+    with the run's IQM and 95% CI."""
     agent = load_agent(args.agent)
     out = args.out or f"{agent.name}-{args.split}.json"
-    card = evaluate(
-        agent,
-        args.env,
-        args.split,
-        args.seeds,
-        out=out,
-        workers=args.workers,
-        overrides=budget_overrides(args),
-        instances=args.instances,
-        progress=not args.quiet,
-        engine=args.engine,
-        batch_size=args.batch_size,
-        device=args.device,
+    overrides = budget_overrides(args)
+    kw = {"overrides": overrides, "instances": args.instances}
+    card = None if args.rerun else finished_card(out, agent, args.env, args.split, args.seeds, **kw)
+    reused = card is not None
+    if card is None:
+        card = evaluate(
+            agent,
+            args.env,
+            args.split,
+            args.seeds,
+            out=out,
+            workers=args.workers,
+            progress=not args.quiet,
+            rerun=True,  # checked just above
+            engine=args.engine,
+            batch_size=args.batch_size,
+            device=args.device,
+            **kw,
+        )
+    what = (
+        f"{len(card['episodes'])} episodes of {agent.name} on {len(card['envs'])} ids, "
+        f"split {args.split}"
     )
-    print(
-        f"wrote {out}: {len(card['episodes'])} episodes of {agent.name} on "
-        f"{len(card['envs'])} ids, split {args.split}"
-    )
+    if reused:
+        print(
+            f"reused the finished card {out} ({what}, made {card['created']}): the same "
+            "evaluation was done already; pass --rerun to evaluate again"
+        )
+    else:
+        print(f"wrote {out}: {what}")
+    print(run_summary(card))
     return 0
 
 
+def run_summary(card: dict) -> str:
+    """The card's IQM with its 95% CI, over every id it holds: normalised score where the
+    references score it, else the negated final test loss."""
+    scored = all(e["normalised_score"] is not None for e in card["episodes"])
+    metric = "normalised_score" if scored else "neg_test_loss"
+    scores = scores_for(card, metric)
+    runs = sum(v.size for v in scores.values())
+    note = "" if scored else " (no references for these settings, so no normalised score)"
+    return (
+        f"IQM {metric} [95% CI] over {runs} episodes on {len(scores)} ids: "
+        f"{aggregate(scores, 'iqm')}{note}"
+    )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    """Two cards side by side over the ids they share: each one's IQM [95% CI] per id and
+    in aggregate, and P(A > B), the probability that a run of A beats one of B."""
     print(compare(load_card(args.card_a), load_card(args.card_b), metric=args.metric))
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-
-    path = render_leaderboard(Path(args.results), Path(args.out), metric=args.metric)
+    """Render OUT/README.md (a generated headline, then per track and split: rankings,
+    model families, per-id tables, probability of improvement, compute, plots; the card
+    list last) and OUT/plots/ from the result cards, with a progress bar per stage."""
+    path = render_leaderboard(
+        Path(args.results), Path(args.out), metric=args.metric, progress=not args.quiet
+    )
     print(f"wrote {path}")
     return 0
 
@@ -68,6 +107,9 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
+    """Recompute the cards' normalised scores from their final test losses and the shipped
+    references (after the score or the references change); the losses, curves and rates
+    are kept as they are, and a compact card's curves file is not rewritten."""
     for path in args.cards:
         card = load_card(path)
         changed = rescore(card)
@@ -126,8 +168,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="id, glob (ganno/LayerLR-*Easy*) or suite name (all, mlp, cnn, batch-size); "
         "repeatable",
     )
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--split", default="test", choices=SPLITS, help="instance split")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="seeds; every instance runs once per seed",
+    )
     p.add_argument("--instances", type=int, nargs="+", help="only these instance indices")
     p.add_argument("--out", help="result card path (default: AGENT-SPLIT.json); resumable")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
@@ -141,24 +189,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="episodes per batch (batched)")
     p.add_argument("--device", default="cpu", help="device of the batched engine (cuda)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--rerun", action="store_true", help="evaluate again even if OUT is a finished card"
+    )
     add_budget_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="side-by-side of two result cards with CIs")
-    p.add_argument("card_a")
-    p.add_argument("card_b")
-    p.add_argument("--metric", default="normalised_score", choices=METRICS)
+    p.add_argument("card_a", help="result card A (NAME.json or compact NAME.json.gz)")
+    p.add_argument("card_b", help="result card B, of the same split")
+    p.add_argument("--metric", default="normalised_score", choices=METRICS, help="metric")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("leaderboard", help="render the leaderboard from result cards")
-    p.add_argument("--results", default="leaderboards/results")
-    p.add_argument("--out", default="leaderboards")
-    p.add_argument("--metric", default="normalised_score", choices=METRICS)
+    p.add_argument("--results", default="leaderboards/results", help="folder of result cards")
+    p.add_argument("--out", default="leaderboards", help="folder of README.md and plots/")
+    p.add_argument("--metric", default="normalised_score", choices=METRICS, help="metric")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("references", help="compute and freeze the normalised-score references")
     p.add_argument("--env", action="append", help="id, glob or suite name (repeatable)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument(
         "--work-file",
         default="references.partial.jsonl",

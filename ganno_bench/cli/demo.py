@@ -108,12 +108,16 @@ def comparison_table(cards: dict[str, dict], metric: str) -> str:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this group's commands."""
     p = sub.add_parser("demo", help="run a few simple schedules on an easy env and compare")
-    p.add_argument("--env", default=DEMO_ENV)
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--instance", type=int, default=0, help="instance shown episode by agent")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env", default=DEMO_ENV, help="the id the demo runs on")
+    p.add_argument("--split", default="test", choices=SPLITS, help="instance split")
+    p.add_argument(
+        "--instance", type=int, default=0, help="the instance of the episode shown per agent"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode shown per agent")
     p.add_argument("--instances", type=int, default=4, help="instances in the comparison")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the comparison's episodes"
+    )
     p.add_argument("--results", default="leaderboards/results", help="committed result cards")
     add_budget_options(p)
     p.set_defaults(func=cmd_demo)

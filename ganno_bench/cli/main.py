@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from ganno_bench.baselines.zoo import UnknownAgentError
@@ -20,12 +23,72 @@ from ganno_bench.version import __version__
 
 GROUPS = (suite, demo, benchmark, baselines, experiments)
 
+# reST roles (:func:`~a.b.name` -> name) and inline literals (``x`` -> x) in docstrings
+_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]*\.)?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(docstring: str) -> str:
+    """A docstring as help text: dedented, reST markup removed, paragraphs kept."""
+    text = inspect.cleandoc(docstring)
+    return _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text)).replace("::\n", ":\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (unless it has none or is a plain flag) and keeps the
+    paragraphs of a description instead of running them together."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or action.help is None:
+            return action.help
+        if isinstance(action, argparse._VersionAction):
+            return action.help
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+        return "\n\n".join(
+            textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent)
+            for p in paragraphs
+        )
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every (sub-)command's parser: defaults shown, and a description made of the
+    command's one-line help and its function's docstring."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _CommandsAction)
+
+    def format_help(self) -> str:
+        func = self._defaults.get("func")
+        if func is not None and func.__doc__ and not getattr(self, "_documented", False):
+            self.description = "\n\n".join(
+                filter(None, [self.description, plain_text(func.__doc__)])
+            )
+            self._documented = True
+        return super().format_help()
+
+
+class _CommandsAction(argparse._SubParsersAction):
+    """Sub-commands whose one-line ``help`` is also the first paragraph of their own
+    ``--help``."""
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if "help" in kwargs:
+            kwargs.setdefault("description", kwargs["help"][:1].upper() + kwargs["help"][1:] + ".")
+        return super().add_parser(name, **kwargs)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ganno-bench",
         description="A benchmark suite and environment registry for learned optimisation: "
         "one agent per layer sets that layer's learning rate while a network trains.",
+        epilog="`ganno-bench COMMAND --help` explains a command and its options.",
     )
     parser.add_argument("--version", action="version", version=f"ganno-bench {__version__}")
     parser.add_argument(
@@ -37,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE first (repeatable; also accepted after the command), so tasks "
         "and agents it registers are known, e.g. --import mylab.tasks",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=CommandParser, help="one of:"
+    )
     for group in GROUPS:
         group.add_commands(sub)
     return parser

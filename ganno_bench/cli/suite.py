@@ -16,26 +16,37 @@ from ganno_bench.inner.instances import FROZEN_SPLITS, SPLITS, build_frozen
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Every registered id (or those matching PATTERN) with its family, difficulty,
+    inner optimiser, number of layers (one agent each on the learning-rate track) and
+    budget: decisions x inner steps (learning-rate track) or decisions x training samples
+    (batch-size track)."""
     ids = list_envs(args.pattern)
     if not ids:
         print(f"no registered id matches {args.pattern!r}", file=sys.stderr)
         return 1
-    print(
-        f"{'id':36} {'family':9} {'difficulty':10} {'optim':5} {'layers':>6} {'budget T x K':>12}"
-    )
+    rows = []
     for env_id in ids:
         task = spec(env_id)
         layers = task.model.num_layers() if hasattr(task.model, "num_layers") else "?"
-        print(
-            f"{env_id:36} {task.family:9} {task.difficulty:10} {task.optimizer:5} {layers!s:>6} "
-            f"{task.budget:>12}"
-        )
+        budget = task.budget if isinstance(task, BatchSizeTaskSpec) else f"{task.budget} steps"
+        rows.append([env_id, task.family, task.difficulty, task.optimizer, layers, budget])
+    header = ["id", "family", "difficulty", "optimiser", "layers", "budget"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    right = {4, 5}  # numbers and budgets line up on their right
+    for row in [header, *rows]:
+        cells = [
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells))
     for label, error in registration_errors().items():
         print(f"NOT REGISTERED {label}: {error}", file=sys.stderr)
     return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    """Everything about one id: data, network, inner optimiser, budget, agents, the
+    observation features with their ranges, actions, reward and the splits' ranges."""
     task = spec(args.env_id)
     env = make(args.env_id)
     agent = env.possible_agents[0]
@@ -130,10 +141,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("describe", help="task, agents, spaces, budget and splits of one id")
-    p.add_argument("env_id")
+    p.add_argument("env_id", help="a registered id, e.g. ganno/LayerLR-MLP-Easy-v0 (see `list`)")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("freeze", help="write the frozen test/test-ood instance lists into envs/")
     p.add_argument("--check", action="store_true", help="verify instead of writing")
-    p.add_argument("--count", type=int, default=32)
+    p.add_argument("--count", type=int, default=32, help="frozen instances per split")
     p.set_defaults(func=cmd_freeze)

@@ -32,7 +32,7 @@ from scipy import stats as sps
 from ganno_bench.baselines.boil import BOIL, METHODS
 from ganno_bench.baselines.schedule_family import env_objective
 
-__all__ = ["claim_table", "run_claim"]
+__all__ = ["claim_rows", "claim_table", "conclusion", "run_claim"]
 
 
 def _incumbent_at(
@@ -126,6 +126,8 @@ def run_claim(
         [
             "# BOIL's claim: schedule found versus tuning time",
             "",
+            f"**Conclusion.** {conclusion(records)}",
+            "",
             f"Written by `ganno-bench boil claim`. Each method tunes the schedule family "
             f"(initial log10 rate, depth slope, decay power) on train instances "
             f"{list(instances)} for {iterations} training runs, seeds {list(seeds)}. Score: "
@@ -150,13 +152,13 @@ def run_claim(
     return text
 
 
-def claim_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown table per id and method (see the module doc)."""
-    lines = [
-        "| id | method | final score [95% CI] | at equal time [95% CI] | "
-        "at equal steps [95% CI] | cost (steps) | wall time (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+Interval = tuple[float, float, float]  # mean, low, high (NaN: a seed held nothing yet)
+
+
+def claim_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per id and method: the final score, the score at equal wall time and at equal
+    inner steps (each a mean with its 95% t-interval), mean cost and wall time."""
+    rows = []
     for env_id in dict.fromkeys(r["env_id"] for r in records):
         mine = [r for r in records if r["env_id"] == env_id]
         methods = list(dict.fromkeys(r["method"] for r in mine))
@@ -166,17 +168,103 @@ def claim_table(records: Sequence[dict[str, Any]]) -> str:
         )
         for m in methods:
             runs = [r for r in mine if r["method"] == m]
-            cells = [
-                _mean_ci([r["trace"][-1]["score"] for r in runs]),
-                _mean_ci([_incumbent_at(r["trace"], min(walls.values())) for r in runs]),
-                _mean_ci([_incumbent_at(r["trace"], min(costs.values()), "cost") for r in runs]),
-            ]
-            scores = " | ".join(
-                "none yet" if math.isnan(c[0]) else f"{c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}]"
-                for c in cells
+            rows.append(
+                {
+                    "env_id": env_id,
+                    "method": m,
+                    "final": _mean_ci([r["trace"][-1]["score"] for r in runs]),
+                    "equal_time": _mean_ci(
+                        [_incumbent_at(r["trace"], min(walls.values())) for r in runs]
+                    ),
+                    "equal_steps": _mean_ci(
+                        [_incumbent_at(r["trace"], min(costs.values()), "cost") for r in runs]
+                    ),
+                    "cost": float(costs[m]),
+                    "wall_time_s": float(walls[m]),
+                }
             )
-            lines.append(f"| {env_id} | {m} | {scores} | {costs[m]:.0f} | {walls[m]:.1f} |")
+    return rows
+
+
+def _cell(c: Interval) -> str:
+    return "none yet" if math.isnan(c[0]) else f"{c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}]"
+
+
+def claim_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table per id and method (see the module doc)."""
+    lines = [
+        "| id | method | final score [95% CI] | at equal time [95% CI] | "
+        "at equal steps [95% CI] | cost (steps) | wall time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in claim_rows(records):
+        scores = " | ".join(_cell(row[k]) for k in ("final", "equal_time", "equal_steps"))
+        lines.append(
+            f"| {row['env_id']} | {row['method']} | {scores} | {row['cost']:.0f} | "
+            f"{row['wall_time_s']:.1f} |"
+        )
     return "\n".join(lines)
+
+
+def _standing(mine: Interval, others: Sequence[Interval]) -> str:
+    """``better`` when ``mine``'s interval lies above every other's, ``worse`` when some
+    other's lies above it (or ``mine`` held nothing yet), else ``tied``."""
+    if math.isnan(mine[0]):
+        return "worse"
+    held = [o for o in others if not math.isnan(o[0])]
+    if all(mine[1] > o[2] for o in held):
+        return "better"
+    if any(o[1] > mine[2] for o in held):
+        return "worse"
+    return "tied"
+
+
+def conclusion(records: Sequence[dict[str, Any]], method: str = "boil") -> str:
+    """One sentence from the numbers: per id, ``method``'s score at the fastest method's
+    wall time against the others' (separated when the 95% intervals do not overlap), its
+    final score and the wall time it took, and whether that bears out BOIL's claim (a
+    better schedule for the tuning time spent)."""
+    rows = claim_rows(records)
+    words = {"better": "ahead", "worse": "behind", "tied": "not separated"}
+    parts, standings, cheaper_but_slower = [], [], []
+    for env_id in dict.fromkeys(r["env_id"] for r in rows):
+        mine = [r for r in rows if r["env_id"] == env_id]
+        own = next((r for r in mine if r["method"] == method), None)
+        others = [r for r in mine if r["method"] != method]
+        if own is None or not others:
+            continue
+        rival = max(others, key=lambda r: np.nan_to_num(r["equal_time"][0], nan=-np.inf))
+        standing = _standing(own["equal_time"], [r["equal_time"] for r in others])
+        standings.append(standing)
+        fastest = min(r["wall_time_s"] for r in mine)  # where "equal time" is taken
+        cheaper_but_slower.append(
+            own["cost"] < min(r["cost"] for r in others) and own["wall_time_s"] > fastest
+        )
+        parts.append(
+            f"on {env_id.split('/')[-1]} {method} held {_cell(own['equal_time'])} at the "
+            f"fastest method's {fastest:.0f} s against {rival['method']}'s "
+            f"{_cell(rival['equal_time'])} ({words[standing]}), and ended on "
+            f"{_cell(own['final'])} after {own['wall_time_s']:.0f} s "
+            f"({own['wall_time_s'] / fastest:.0f}x that time)"
+        )
+    if not standings:
+        return f"No runs of {method} to judge."
+    if all(s == "better" for s in standings):
+        verdict = "BOIL's claim holds here: it finds better schedules for the time spent"
+    elif "better" in standings and "worse" not in standings:
+        verdict = "BOIL's claim holds on some ids and is not contradicted on the others"
+    else:
+        verdict = (
+            "BOIL's claim does not hold here: at equal tuning time it finds no better "
+            "schedule than the simpler methods"
+        )
+        if all(cheaper_but_slower):
+            verdict += (
+                "; it spends fewer inner steps than they do but more wall time, so on "
+                "training runs this cheap its model's overhead outweighs what it saves"
+            )
+    sentence = "; ".join(parts)
+    return f"{sentence[:1].upper()}{sentence[1:]}. {verdict}."
 
 
 def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:
@@ -193,6 +281,10 @@ def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:
             mine = [r for r in records if r["env_id"] == env_id]
             end = max(r["trace"][-1][spent] for r in mine)
             grid = np.linspace(0.0, end, 200)
+            if spent == "wall_time_s":  # seconds on a log axis: the fast methods' first
+                start = min(r["trace"][0][spent] for r in mine)  # seconds are visible
+                grid = np.geomspace(start, end, 200)
+                ax.set_xscale("log")
             for method in dict.fromkeys(r["method"] for r in mine):
                 runs = [r for r in mine if r["method"] == method]
                 held = [[_incumbent_at(r["trace"], b, spent) for b in grid] for r in runs]

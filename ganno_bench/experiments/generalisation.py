@@ -25,7 +25,7 @@ import numpy as np
 
 from ganno_bench.baselines.policy import PolicyAgent
 from ganno_bench.benchmark import stats
-from ganno_bench.benchmark.cards import load_card, validate_card, write_card
+from ganno_bench.benchmark.cards import card_files, load_card, validate_card, write_card
 from ganno_bench.benchmark.evaluation import evaluate
 from ganno_bench.benchmark.leaderboard import family_of, load_cards, merge_runs, scores_for
 
@@ -34,6 +34,7 @@ __all__ = [
     "TRAIN_ID",
     "generalisation_table",
     "merge_seed_cards",
+    "render_generalisation",
     "reproduce_generalisation",
     "shipped_policies",
 ]
@@ -55,7 +56,7 @@ REGENERATE = (
 )
 METRIC_MEANING = {
     "normalised_score": "the normalised score (0 = the instance's default constant rate, "
-    "1 = the best constant rate of a log grid)",
+    "1 = the best constant rate of a log grid, -1 = the floor of every failed episode)",
     "neg_test_loss": "the negated final inner-test loss (overridden tasks have no references)",
 }
 
@@ -255,7 +256,7 @@ def _estimate(est: stats.Estimate) -> dict[str, float]:
 
 
 def _fmt(e: Mapping[str, float]) -> str:
-    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+    return str(stats.Estimate(e["value"], e["low"], e["high"]))
 
 
 def render_table(table: Mapping[str, Any]) -> str:
@@ -330,7 +331,7 @@ def reproduce_generalisation(
     if baseline_cards is None:
         baseline_cards = [] if partial else load_cards(results_dir)
     metric = "neg_test_loss" if overrides else "normalised_score"
-    sections, tables = [], []
+    tables = []
     for split in splits:
         card = evaluate_policies(
             policies,
@@ -344,24 +345,125 @@ def reproduce_generalisation(
         )
         if not partial:
             write_card(card, results_dir / f"{AGENT_NAME}-{split}.json.gz")
-        table = generalisation_table(
-            card, baseline_cards, metric=metric, seed=seed, n_resamples=n_resamples
+        tables.append(
+            generalisation_table(
+                card, baseline_cards, metric=metric, seed=seed, n_resamples=n_resamples
+            )
         )
-        tables.append(table)
-        sections.append(render_table(table))
+    return write_report(tables, [p.name for p in policies], out_dir)
+
+
+def render_generalisation(
+    results_dir: str | Path = "leaderboards/results",
+    out_dir: str | Path = "leaderboards/generalisation",
+    *,
+    splits: Sequence[str] = SPLITS,
+    seed: int = 0,
+    n_resamples: int = 2000,
+) -> str:
+    """Rewrite ``out_dir/README.md`` and ``table.json`` from the committed cards alone: the
+    merged policy cards ``results_dir/ppo-mlp-easy-<split>.json.gz`` (what
+    :func:`reproduce_generalisation` wrote) against the other cards there. Nothing is
+    evaluated, so a rescoring or a new baseline card is reflected in seconds. Returns the
+    markdown."""
+    results_dir = Path(results_dir)
+    cards = {p: load_card(p) for p in card_files(results_dir)}
+    tables, policies = [], []
+    for split in splits:
+        path = results_dir / f"{AGENT_NAME}-{split}.json.gz"
+        if path not in cards:
+            raise FileNotFoundError(
+                f"no merged policy card {path}: run `ganno-bench reproduce generalisation` "
+                "(which evaluates the policies) first"
+            )
+        card = cards[path]
+        per_seed = card["agent"]["config"].get("per_seed", {})
+        policies += [Path(c["checkpoint"]).name for c in per_seed.values()]
+        baselines = [c for p, c in cards.items() if p != path]
+        # overridden tasks have no references: compare losses, as reproduce does
+        overridden = any(env.get("overrides") for env in card["envs"].values())
+        metric = "neg_test_loss" if overridden else "normalised_score"
+        tables.append(
+            generalisation_table(card, baselines, metric=metric, seed=seed, n_resamples=n_resamples)
+        )
+    return write_report(tables, list(dict.fromkeys(policies)), Path(out_dir))
+
+
+def _best_single_run(table: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The baseline with the highest IQM over all targets at single-run compute."""
+    singles = [r for r in table["baselines"] if r["compute_multiple"] == 1 and not r["privileged"]]
+    return max(singles, key=lambda r: r["iqm_all"]["value"], default=None)
+
+
+def _versus(p: Mapping[str, float]) -> str:
+    """Which side a probability of improvement's CI lies on."""
+    if p["low"] > 0.5:
+        return "beats"
+    if p["high"] < 0.5:
+        return "loses to"
+    return "is not separated from"
+
+
+def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence from the numbers: per split, how the policy fares against the
+    default constant rate and against the best single-run baseline (by which side of 0.5
+    the CI of P(PPO > baseline) lies), and what that says about generalisation."""
+    parts, beats_default, matches_best = [], [], []
+    for table in tables:
+        policy = table["policy"]
+        rows = {r["agent"]: r for r in table["baselines"]}
+        clauses = [f"IQM {_fmt(policy['iqm_all'])} on {len(table['targets'])} unseen ids"]
+        if "constant" in rows:
+            p = rows["constant"]["p_policy_better"]
+            beats_default.append(_versus(p) == "beats")
+            clauses.append(f"{_versus(p)} the default constant rate (P = {_fmt(p)})")
+        best = _best_single_run(table)
+        if best is not None:
+            verdict = _versus(best["p_policy_better"])
+            matches_best.append(verdict != "loses to")
+            clauses.append(
+                f"{verdict} the best single-run baseline, {best['agent']} "
+                f"(IQM {_fmt(best['iqm_all'])}, P = {_fmt(best['p_policy_better'])})"
+            )
+        listed = ", ".join(clauses[:-1]) + (", and " if len(clauses) > 1 else "") + clauses[-1]
+        parts.append(f"on `{table['split']}` the policy has {listed}")
+    if beats_default and all(beats_default) and matches_best and all(matches_best):
+        verdict = "the learned policy generalises: it matches the best tuned schedule"
+    elif beats_default and all(beats_default):
+        verdict = (
+            "the learned policy generalises beyond the default rate but not to the level "
+            "of the tuned schedules"
+        )
+    else:
+        verdict = (
+            "the learned policy does not reliably improve on the default rate off its training id"
+        )
+    return f"Trained on {TRAIN_ID.split('/')[-1]}, {'; '.join(parts)}: {verdict}."
+
+
+def write_report(
+    tables: Sequence[Mapping[str, Any]], policies: Sequence[str], out_dir: Path
+) -> str:
+    """Write ``README.md`` (a generated conclusion, then a table per split) and
+    ``table.json`` into ``out_dir``; return the markdown."""
+    metric = tables[0]["metric"] if tables else "normalised_score"
+    boot = tables[0]["bootstrap"] if tables else {"seed": 0, "n_resamples": 2000}
     text = "\n".join(
         [
             "# Generalisation: trained on an easy MLP, played on harder networks",
             "",
-            "Written by `ganno-bench reproduce generalisation`. Policies: "
-            + ", ".join(f"`{p.name}`" for p in policies)
+            f"**Conclusion.** {conclusion(tables)}",
+            "",
+            "Written by `ganno-bench reproduce generalisation` (re-rendered from the committed "
+            "cards by `ganno-bench reproduce generalisation --from-cards`). Policies: "
+            + ", ".join(f"`{name}`" for name in policies)
             + f" (one per training seed S; regenerate with `{REGENERATE}`).",
             f"Metric: {METRIC_MEANING[metric]}, higher is better. IQM over instances x seeds "
-            f"with 95% stratified-bootstrap CIs ({n_resamples} resamples, seed {seed}); "
-            "P(PPO > agent) is the Mann-Whitney probability that a PPO run beats the agent's "
-            "run on the same id, averaged over the ids.",
+            f"with 95% stratified-bootstrap CIs ({boot['n_resamples']} resamples, seed "
+            f"{boot['seed']}); P(PPO > agent) is the Mann-Whitney probability that a PPO run "
+            "beats the agent's run on the same id, averaged over the ids.",
             "",
-            *(s + "\n" for s in sections),
+            *(render_table(t) + "\n" for t in tables),
         ]
     )
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -54,14 +54,18 @@ def statistics(metric: str) -> tuple[str, ...]:
     return tuple(s for s in STATISTICS if metric != "neg_test_loss" or s != "optimality_gap")
 
 
-def load_named(results_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+def load_named(
+    results_dir: str | Path, *, progress: bool = False
+) -> list[tuple[Path, dict[str, Any]]]:
     """Every card in ``results_dir`` (``*.json`` and compact ``*.json.gz``) in sorted
-    order, with its path."""
+    order, with its path; ``progress`` shows a bar."""
+    from tqdm import tqdm
+
     folder = Path(results_dir)
     if not folder.is_dir():
         raise CardError(f"no results folder at {folder}")
     named = []
-    for path in card_files(folder):
+    for path in tqdm(card_files(folder), desc="result cards", unit="card", disable=not progress):
         try:
             named.append((path, load_card(path)))
         except (OSError, UnicodeDecodeError) as exc:
@@ -92,6 +96,14 @@ class Run:
     @property
     def ids(self) -> list[str]:
         return sorted({env_id for env_id, _ in self.sources})
+
+
+def divergence_rate(run: Run, ids: Iterable[str] | None = None) -> float:
+    """The share of ``run``'s episodes (on ``ids``, default all) that diverged: reported
+    beside every score, which counts a diverged episode as the floor -1 whatever its loss."""
+    wanted = None if ids is None else set(ids)
+    flags = [e["diverged"] for e in run.episodes if wanted is None or e["env_id"] in wanted]
+    return float(np.mean(flags)) if flags else 0.0
 
 
 def card_ids(card: Mapping[str, Any]) -> set[str]:

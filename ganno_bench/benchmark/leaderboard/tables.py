@@ -15,6 +15,7 @@ from ganno_bench.benchmark.leaderboard.runs import (
     STATISTICS,
     Run,
     card_ids,
+    divergence_rate,
     families,
     family_of,
     statistics,
@@ -30,7 +31,7 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
@@ -61,7 +62,11 @@ class Bootstrap:
 def _aggregates(
     scores: Mapping[str, np.ndarray], metric: str, boot: Bootstrap
 ) -> dict[str, stats.Estimate]:
-    return {s: stats.aggregate(scores, s, **boot.kw) for s in statistics(metric)}
+    return stats.aggregate_all(scores, statistics(metric), **boot.kw)
+
+
+def percent(share: float) -> str:
+    return f"{100 * share:.1f}%"
 
 
 def ranking_rows(
@@ -85,6 +90,7 @@ def ranking_rows(
                 str(rank),
                 name,
                 *(str(est[s]) if s in est else "n/a" for s in STATISTICS),
+                percent(divergence_rate(run, own)),
                 str(len(own)),
                 str(sum(v.size for v in own.values())),
                 f"{run.compute_multiple:g}",
@@ -101,6 +107,7 @@ RANKING_HEADER = [
     "mean",
     "median",
     "optimality gap",
+    "diverged",
     "ids",
     "episodes",
     "compute multiple",
@@ -109,7 +116,7 @@ RANKING_HEADER = [
 
 
 def ranking(runs: Sequence[Run], scores, metric: str, boot: Bootstrap) -> list[str]:
-    return _md_table(RANKING_HEADER, ranking_rows(runs, scores, metric, boot))
+    return md_table(RANKING_HEADER, ranking_rows(runs, scores, metric, boot))
 
 
 def scored_ids(scores: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
@@ -148,7 +155,7 @@ def per_id_table(runs: Sequence[Run], scores, boot: Bootstrap) -> list[str]:
         ]
         for env_id in scored_ids(scores)
     ]
-    return _md_table(["id", *(run.agent for run in runs)], rows)
+    return md_table(["id", *(run.agent for run in runs)], rows)
 
 
 def probability_matrix(
@@ -158,20 +165,11 @@ def probability_matrix(
 
     ``scores``: agent -> (id -> runs); None where a pair shares no id. Each unordered pair
     is bootstrapped once (the earlier agent of ``scores`` as ``a``) and its mirror is
-    ``1 - P`` with the interval mirrored, so the matrix is exactly antisymmetric, CIs too.
+    ``1 - P`` with the interval mirrored, so the matrix is exactly antisymmetric, CIs too
+    (:func:`ganno_bench.benchmark.stats.probability_matrix`).
     """
     boot = Bootstrap(int(seed), int(n_resamples))
-    agents = list(scores)
-    out: dict[tuple[str, str], stats.Estimate | None] = {}
-    for i, a in enumerate(agents):
-        for b in agents[i + 1 :]:
-            if not set(scores[a]) & set(scores[b]):
-                out[a, b] = out[b, a] = None
-                continue
-            est = stats.probability_of_improvement(scores[a], scores[b], **boot.kw)
-            out[a, b] = est
-            out[b, a] = stats.Estimate(1.0 - est.value, 1.0 - est.high, 1.0 - est.low)
-    return out
+    return stats.probability_matrix(scores, **boot.kw)
 
 
 def _compute_rows(runs: Sequence[Run], scores, boot: Bootstrap) -> list[list[str]]:
@@ -220,7 +218,7 @@ def compute_table(runs: Sequence[Run], scores, boot: Bootstrap) -> list[str]:
         "the best single-run agent (the outer loop has that many times its compute) and "
         "agents of the same compute multiple (equal compute).",
         "",
-        *_md_table(header, rows),
+        *md_table(header, rows),
     ]
 
 
@@ -232,7 +230,7 @@ def poi_table(agents: Sequence[str], scores, boot: Bootstrap) -> list[str]:
         [a] + [_DASH if a == b or matrix[a, b] is None else str(matrix[a, b]) for b in agents]
         for a in agents
     ]
-    return _md_table(["P(row > column)", *agents], rows)
+    return md_table(["P(row > column)", *agents], rows)
 
 
 def cards_table(named: Sequence[tuple[Path, Mapping[str, Any]]]) -> list[str]:
@@ -247,17 +245,25 @@ def cards_table(named: Sequence[tuple[Path, Mapping[str, Any]]]) -> list[str]:
         ]
         for path, card in named
     ]
-    return _md_table(["card", "agent", "split", "ids", "episodes", "package"], rows)
+    return md_table(["card", "agent", "split", "ids", "episodes", "package"], rows)
 
 
 def header(metric: str, boot: Bootstrap) -> list[str]:
+    meaning = {
+        "normalised_score": " 0 is the instance's own constant learning rate (or batch size), "
+        "1 the best constant of a log grid; an episode worse than the default by more than "
+        "the default's gap to that best (a diverged one, say) scores the floor, -1, so "
+        "means and optimality gaps stay bounded (the raw losses are in the cards, and the "
+        "*diverged* column gives the share of diverged episodes).",
+    }.get(metric, "")
     return [
         "# ganno-bench leaderboard",
         "",
-        "Rendered by `ganno-bench leaderboard` from the result cards below; do not edit.",
+        "Rendered by `ganno-bench leaderboard` from the result cards listed at the end; do "
+        "not edit.",
         "",
-        f"Metric: `{metric}` (higher is better). Every value is a point estimate with its "
-        f"{CONFIDENCE:.0%} stratified-bootstrap percentile interval [low, high] "
+        f"Metric: `{metric}` (higher is better).{meaning} Every value is a point estimate "
+        f"with its {CONFIDENCE:.0%} stratified-bootstrap percentile interval [low, high] "
         f"({boot.n_resamples} resamples, seed {boot.seed}). IQM: interquartile mean of all "
         "episodes; optimality gap: mean shortfall below 1 (lower is better; n/a for "
         "`neg_test_loss`). Splits are never mixed.",

@@ -1,0 +1,81 @@
+"""`ganno-bench verify`: committed episodes re-run here, counted bitwise / close / off."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from scipy import stats as sps
+
+import ganno_bench
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import write_card
+from ganno_bench.cli.main import main
+from ganno_bench.experiments.verify import sample_episodes
+
+EASY = "ganno/LayerLR-MLP-Easy-v0"
+
+
+@pytest.fixture(scope="module")
+def made_here(tmp_path_factory):
+    """Two agents' cards on two instances, made on this machine (so bitwise reproducible)."""
+    folder = tmp_path_factory.mktemp("results")
+    cards = {}
+    for name in ("constant", "halve-on-plateau"):
+        cards[name] = ganno_bench.evaluate(
+            load_agent(name), [EASY], "test", seeds=[0], instances=[0, 1], progress=False
+        )
+        write_card(cards[name], folder / f"{name}-test.json.gz")
+    return folder, cards
+
+
+def test_episodes_of_this_machine_match_bitwise(made_here, capsys):
+    folder, _ = made_here
+    assert main(["verify", "--results", str(folder), "--per-card", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "re-ran 4 committed episodes (2 per card, sample seed 0)" in out
+    assert "bitwise identical: 4 of 4" in out and "further off: 0" in out
+    assert "difference 0.000 (0 scores moved)" in out
+
+
+def test_drift_is_counted_and_the_iqm_difference_reported(made_here, tmp_path, capsys):
+    _, cards = made_here
+    drifted = copy.deepcopy(cards["halve-on-plateau"])
+    close, off = drifted["episodes"]
+    close["final_test_loss"] *= 1 + 1e-5  # as another processor's rounding might
+    off["final_test_loss"] *= 2
+    off["normalised_score"] += 0.4
+    write_card(drifted, tmp_path / "halve-on-plateau-test.json.gz")
+    write_card(cards["constant"], tmp_path / "constant-test.json.gz")
+    command = ["verify", "--results", str(tmp_path), "--per-card", "2", "--quiet"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "bitwise identical: 2 of 4" in out
+    assert "(not bitwise): 1" in out
+    assert "further off: 1 (largest: 50% on ganno/LayerLR-MLP-Easy-v0 instance 1" in out
+    committed = [e["normalised_score"] for c in (cards["constant"], drifted) for e in c["episodes"]]
+    here = [e["normalised_score"] for c in cards.values() for e in c["episodes"]]
+    difference = sps.trim_mean(here, 0.25) - sps.trim_mean(committed, 0.25)
+    assert f"difference {difference:.3f} (1 scores moved)" in out
+    assert main([*command, "--strict"]) == 1
+    assert main([*command, "--strict", "--tolerance", "1.5"]) == 0  # 50% is within 150%
+    # one card by name; a card of an agent that is not shipped is named, not replayed
+    user = copy.deepcopy(cards["constant"])
+    user["agent"]["name"] = "my-lab-agent"
+    write_card(user, tmp_path / "mine-test.json.gz")
+    assert main([*command, "constant-test", "mine-test"]) == 0
+    out = capsys.readouterr().out
+    assert "re-ran 2 committed episodes" in out and "bitwise identical: 2 of 2" in out
+    assert "not replayed: mine-test.json.gz: unknown agent 'my-lab-agent'" in out
+    assert main([*command, "no-such-card"]) == 2
+
+
+def test_the_sample_is_seeded_and_spread_over_the_cards(made_here):
+    folder, cards = made_here
+    named = [(folder / f"{name}.json.gz", card) for name, card in cards.items()]
+    first = [(p, e["instance"]) for p, _, e in sample_episodes(named, 1, seed=3)]
+    assert first == [(p, e["instance"]) for p, _, e in sample_episodes(named, 1, seed=3)]
+    assert [p for p, _ in first] == [p for p, _ in named]  # one from each card
+    picks = {tuple(e["instance"] for _, _, e in sample_episodes(named, 1, s)) for s in range(8)}
+    assert len(picks) > 1
+    assert len(sample_episodes(named, 5, 0)) == 4  # all a card holds, not more
