@@ -198,9 +198,12 @@ def test_both_tracks_share_action_checks_reward_and_divergence():
 
     for module in (batch_size, layer_lr):
         assert module.decision_outcome is common.decision_outcome
-        assert module.factor_index is common.factor_index
-        assert module.is_numeric is common.is_numeric
         assert module.check_env_options is common.check_env_options
+    assert batch_size.factor_index is common.factor_index
+    assert batch_size.is_numeric is common.is_numeric
+    # the LR track's actions go through the helper the batched engine's runs use too,
+    # which checks them with the same factor_index / is_numeric
+    assert layer_lr.rates_from_actions is common.rates_from_actions
     for env_class in (batch_size.BatchSizeEnv, layer_lr.LayerLREnv):
         assert not hasattr(env_class, "_factor_index")
     assert not hasattr(layer_lr, "_is_numeric")
