@@ -117,36 +117,49 @@ def _pair(low: int, high: int) -> st.SearchStrategy:
     return st.tuples(st.integers(low, high), st.integers(low, high))
 
 
+def knob(valid: st.SearchStrategy, edge: st.SearchStrategy) -> st.SearchStrategy:
+    """Mostly a valid value (so that working inputs are played out too), else a value at
+    or past the edge of the valid range, else anything at all."""
+    return st.integers(0, 9).flatmap(lambda r: valid if r < 6 else edge if r < 8 else MESSY)
+
+
 COMMON_OVERRIDES = {
-    "decisions": st.one_of(st.integers(-1, 3), MESSY),
-    "lr_bounds": st.one_of(
-        st.tuples(st.floats(-1e-3, 1.0), st.floats(1e-6, 1e3)),
-        st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3),
-        MESSY,
+    "decisions": knob(st.integers(1, 3), st.integers(-1, 0) | st.floats(0.5, 3.5)),
+    "lr_bounds": knob(
+        st.tuples(st.floats(1e-6, 1e-2), st.floats(0.1, 1e3)),
+        st.tuples(odd(-1e-3, 1.0), odd(1e-6, 1e3)) | st.lists(st.floats(1e-3, 1.0), max_size=3),
     ),
-    "factors": st.one_of(st.lists(odd(-1.0, 1e6), min_size=0, max_size=5), MESSY),
-    "divergence_factor": st.one_of(odd(0.0, 1e6), MESSY),
-    "divergence_penalty": st.one_of(odd(-1.0, 1e6), MESSY),
-    "stats_window": st.one_of(st.integers(-1, 6), MESSY),
-    "eval_batch_size": st.one_of(st.integers(-2, 5000), MESSY),
+    "factors": knob(
+        st.lists(st.floats(0.1, 10.0), min_size=1, max_size=5),
+        st.lists(odd(-1.0, 1e6), min_size=0, max_size=5),
+    ),
+    "divergence_factor": knob(st.floats(1.01, 1e6), odd(0.0, 1.0)),
+    "divergence_penalty": knob(st.floats(0.0, 1e6), odd(-1.0, 0.0)),
+    "stats_window": knob(st.integers(1, 6), st.integers(-1, 0)),
+    "eval_batch_size": knob(st.integers(1, 5000), st.integers(-2, 0)),
 }
-LR_OVERRIDES = {**COMMON_OVERRIDES, "inner_steps": st.one_of(st.integers(-1, 3), MESSY)}
+LR_OVERRIDES = {
+    **COMMON_OVERRIDES,
+    "inner_steps": knob(st.integers(1, 3), st.integers(-1, 0) | st.floats(0.5, 3.5)),
+}
 BS_OVERRIDES = {
     **COMMON_OVERRIDES,
-    "samples_per_decision": st.one_of(st.integers(-4, 256), MESSY),
-    "batch_bounds": st.one_of(_pair(-2, 200), st.lists(st.integers(1, 64), max_size=3), MESSY),
-    "lr_schedule": st.one_of(st.sampled_from(["constant", "cosine", "Cosine", ""]), MESSY),
-    "lr_final_factor": st.one_of(odd(-0.5, 1.5), MESSY),
-    "probe_batch": st.one_of(st.integers(-1, 64), MESSY),
-    "probe_chunks": st.one_of(st.integers(-1, 10), MESSY),
+    "samples_per_decision": knob(st.integers(8, 256), st.integers(-4, 7)),
+    "batch_bounds": knob(
+        st.tuples(st.integers(1, 8), st.integers(256, 600)),
+        _pair(-2, 200) | st.lists(st.integers(1, 64), max_size=3),
+    ),
+    "lr_schedule": knob(st.sampled_from(["constant", "cosine"]), st.sampled_from(["Cosine", ""])),
+    "lr_final_factor": knob(st.floats(1e-6, 1.0), odd(-0.5, 1.5)),
+    "probe_batch": knob(st.integers(1, 64), st.integers(-1, 0)),
+    "probe_chunks": knob(st.integers(2, 10), st.integers(-1, 1)),
 }
 
 
 def overrides_for(strategies: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
-    """A few of the overridable keys, each with a plausible or a messy value."""
-    return st.lists(
-        st.sampled_from(sorted(strategies)), min_size=1, max_size=3, unique=True
-    ).flatmap(lambda keys: st.fixed_dictionaries({k: strategies[k] for k in keys}))
+    """A few of the overridable keys, each with a value from its strategy."""
+    keys = st.lists(st.sampled_from(sorted(strategies)), min_size=1, max_size=3, unique=True)
+    return keys.flatmap(lambda ks: st.fixed_dictionaries({k: strategies[k] for k in ks}))
 
 
 def check_overrides(env_id: str, tiny: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -157,8 +170,13 @@ def check_overrides(env_id: str, tiny: dict[str, Any], overrides: dict[str, Any]
         assert names_one_of(exc, overrides), f"{overrides}: {exc}"
         event(f"refused ({type(exc).__name__})")
         return
+    task = env.task
+    work = task.decisions * max(task.inner_steps, getattr(task, "samples_per_decision", 0) // 8)
+    if work > 200:  # a valid but long budget (decisions=10**6): started, not played out
+        event("works (budget too long to play)")
+        return
     event("works")
-    keep = int(np.argmin(np.abs(np.log(np.asarray(env.task.factors)))))  # the factor nearest 1
+    keep = int(np.argmin(np.abs(np.log(np.asarray(task.factors)))))  # the factor nearest 1
     while env.agents:
         assert_finite_step(env, env.step(dict.fromkeys(env.agents, keep)))
 
@@ -188,21 +206,25 @@ def action_envs():
     }
 
 
-ACTION_VALUES = st.one_of(
-    st.integers(-2, 6),
-    st.floats(-12.0, 600.0),
-    st.lists(st.floats(-6.0, 300.0), min_size=1, max_size=2),
-    MESSY,
-)
+def action_values(mode: str) -> st.SearchStrategy:
+    """An agent's action: mostly valid for ``mode`` (numpy or plain, in or past the box),
+    else an index, rate or size out of range, else anything."""
+    valid = {
+        "factor": st.integers(0, 2) | st.sampled_from([np.int64(1), np.array(0), [2]]),
+        "log_lr": st.floats(-12.0, 4.0) | st.lists(st.floats(-6.0, 1.0), min_size=1, max_size=1),
+        "absolute": st.floats(-10.0, 1e4) | st.lists(st.integers(1, 600), min_size=1, max_size=1),
+    }[mode]
+    edge = st.integers(-2, 6) | st.floats(-12.0, 600.0) | st.lists(st.floats(-6, 300), max_size=2)
+    return knob(valid, edge)
 
 
 @st.composite
-def action_dicts(draw: Any, agents: list[str]) -> Any:
+def action_dicts(draw: Any, agents: list[str], mode: str) -> Any:
     """Mostly one value per live agent; sometimes agents missing, extra, or no dict."""
     kind = draw(st.sampled_from(["per-agent"] * 6 + ["missing", "extra", "not-a-dict"]))
     if kind == "not-a-dict":
         return draw(MESSY)
-    actions = {agent: draw(ACTION_VALUES) for agent in agents}
+    actions = {agent: draw(action_values(mode)) for agent in agents}
     if kind == "missing":
         actions.pop(draw(st.sampled_from(agents)))
     elif kind == "extra":
@@ -217,7 +239,7 @@ def test_fuzz_actions_on_both_tracks(action_envs, data):
     env = action_envs[key]
     env.reset(seed=data.draw(st.integers(0, 3)), options={"instance": data.draw(st.integers(0, 3))})
     while env.agents:
-        actions = data.draw(action_dicts(list(env.agents)))
+        actions = data.draw(action_dicts(list(env.agents), key[1]))
         try:
             out = env.step(actions)
         except (TypeError, ValueError) as exc:
@@ -276,8 +298,11 @@ OPTION_KEYS = st.sampled_from(["instance"] * 4 + ["instnace", "Instance", "inst"
 OPTION_VALUES = st.one_of(
     st.integers(-2, 40), st.sampled_from([np.int64(1), np.uint16(2)]), instance_dicts(), MESSY
 )
-OPTIONS = st.one_of(st.none(), MESSY, st.dictionaries(OPTION_KEYS, OPTION_VALUES, max_size=2))
-SEEDS = st.one_of(st.none(), st.integers(0, 2**40), MESSY)
+OPTIONS = knob(
+    st.none() | st.builds(lambda k: {"instance": k}, st.integers(0, 40) | instance_dicts()),
+    st.dictionaries(OPTION_KEYS, OPTION_VALUES, max_size=2),
+)
+SEEDS = knob(st.none() | st.integers(0, 2**40), st.integers(-3, -1) | NUMPY)
 RESET_NAMES = ("options", "instance", "seed", "reset(")
 
 

@@ -217,10 +217,7 @@ def test_computing_references_resumes_and_freezes_batch_size_ids(tmp_path, monke
     frozen once complete, in the LR track's format with the batch grid's keys."""
     env_id = "ganno/BatchSize-MLP-Hard-v0"
     task = ganno_bench.spec(env_id)
-    for module in ("references", "scoring"):  # where it is frozen, where it is read
-        monkeypatch.setattr(
-            f"ganno_bench.benchmark.{module}.references_path", lambda i: tmp_path / "r.json"
-        )
+    frozen = tmp_path / "BatchSize-MLP-Hard-v0.json"  # written into out_dir, not envs/
     counts = {s: len(task.frozen_instances(s)) for s in ("test", "test-ood")}
     calls = []
     real = instance_references
@@ -246,12 +243,13 @@ def test_computing_references_resumes_and_freezes_batch_size_ids(tmp_path, monke
     # an earlier, killed run finished test 1 and was cut while writing test 2
     work.write_text(json.dumps(fake(env_id, "test", 1)) + "\n" + '{"env_id": "ganno/Ba')
     calls.clear()
-    written = compute_references([env_id], work, progress=False, overrides=TINY_BATCH)
-    assert written == [tmp_path / "r.json"]
+    kwargs = {"progress": False, "overrides": TINY_BATCH, "out_dir": tmp_path}
+    written = compute_references([env_id], work, **kwargs)
+    assert written == [frozen]
     assert len(calls) == sum(counts.values()) - 1 and ("test", 1) not in calls
-    assert compute_references([env_id], work, progress=False, overrides=TINY_BATCH) == written
+    assert compute_references([env_id], work, **kwargs) == written
     assert len(calls) == sum(counts.values()) - 1  # nothing left to do
-    data = json.loads((tmp_path / "r.json").read_text())
+    data = json.loads(frozen.read_text())
     assert data["format"] == 1 and data["env_id"] == env_id
     assert data["overrides"] == TINY_BATCH
     assert same_processor(data["hardware"])  # references record the processor that made them
@@ -260,7 +258,7 @@ def test_computing_references_resumes_and_freezes_batch_size_ids(tmp_path, monke
     assert first["grid_batch_size"] == list(BATCH_GRID) and "grid_log10_lr" not in first
     assert first["best_loss"] == min(first["grid_loss"])
     with pytest.raises(ValueError, match="overrides"):  # a quick look never scores episodes
-        load_references(env_id)
+        load_references(env_id, tmp_path)
 
 
 def test_the_constant_agent_scores_zero_against_shipped_references():
@@ -276,7 +274,7 @@ def test_the_constant_agent_scores_zero_against_shipped_references():
     assert record["normalised_score"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_references_for_other_instances_are_refused(tmp_path, monkeypatch):
+def test_references_for_other_instances_are_refused(tmp_path):
     if not SHIPPED:
         pytest.fail("no reference files are shipped")
     env_id = SHIPPED[0]
@@ -284,9 +282,8 @@ def test_references_for_other_instances_are_refused(tmp_path, monkeypatch):
     data["instances_sha256"]["test"] = "0" * 64
     path = tmp_path / references_path(env_id).name
     path.write_text(json.dumps(data))
-    monkeypatch.setattr("ganno_bench.benchmark.scoring.references_path", lambda _: path)
     with pytest.raises(ValueError, match="other test instances"):
-        load_references(env_id)
+        load_references(env_id, tmp_path)
 
 
 def test_evaluate_scores_batch_size_episodes_once_references_exist(monkeypatch):
@@ -299,7 +296,7 @@ def test_evaluate_scores_batch_size_episodes_once_references_exist(monkeypatch):
         ref = instance_references(env_id, "test", 0)  # full budget, one instance
     shipped = {"test": {0: ref}, "test-ood": {}}
 
-    def fake_load(i):
+    def fake_load(i, references_dir=None):
         return shipped if i == env_id else None
 
     monkeypatch.setattr("ganno_bench.benchmark.evaluation.load_references", fake_load)

@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE first (repeatable; also accepted after the command), so tasks "
-        "and agents it registers are known, e.g. --import mylab.tasks",
+        help="import MODULE first, so the tasks it registers are known to the command "
+        "(repeatable; also accepted after the command), e.g. --import mylab.tasks",
     )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=CommandParser, help="one of:"
