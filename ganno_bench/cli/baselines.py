@@ -181,9 +181,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _ppo_epilog() -> str:
-    """PPO's own settings, so ``train ppo --help`` shows what a run will use."""
-    settings = ", ".join(f"{k} {v}" for k, v in load_ppo_config().items())
-    recurrent = ", ".join(f"{k} {v}" for k, v in load_ppo_config(recurrent=True).items())
+    """PPO's own settings, so ``train ppo --help`` shows what a run will use (or where to
+    find them, when the config cannot be read: the parser never fails on it)."""
+    try:
+        settings = ", ".join(f"{k} {v}" for k, v in load_ppo_config().items())
+        recurrent = ", ".join(f"{k} {v}" for k, v in load_ppo_config(recurrent=True).items())
+    except (OSError, KeyError, ValueError):  # tomllib.TOMLDecodeError is a ValueError
+        return "PPO settings: baselines/ppo/config.toml (SB3 keyword names)."
     return (
         f"PPO settings (SB3 keyword names, from {ppo_config_path().name} in the shipped "
         f"baselines/ppo/; edit there): {settings}. With --recurrent: {recurrent}. A "

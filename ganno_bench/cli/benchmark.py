@@ -109,7 +109,7 @@ def cmd_references(args: argparse.Namespace) -> int:
 def cmd_rescore(args: argparse.Namespace) -> int:
     """Recompute the cards' normalised scores from their final test losses and the shipped
     references (after the score or the references change); the losses, curves and rates
-    are kept as they are, and a compact card's curves file is not rewritten."""
+    are kept as they are, and a compact card's curves file comes out byte for byte the same."""
     for path in args.cards:
         card = load_card(path)
         changed = rescore(card)

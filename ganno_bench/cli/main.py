@@ -39,10 +39,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     paragraphs of a description instead of running them together."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        default = action.default
-        if default is None or default is False or default == [] or action.help is None:
-            return action.help
-        if isinstance(action, argparse._VersionAction):
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or action.help is None or isinstance(action, argparse._VersionAction):
             return action.help
         return super()._get_help_string(action)
 
@@ -55,22 +53,27 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """Every (sub-)command's parser: defaults shown, and a description made of the
-    command's one-line help and its function's docstring."""
+    """Every (sub-)command's parser: defaults shown (:class:`HelpFormatter`), and
+    sub-commands described by their one-line help (:class:`_CommandsAction`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self.register("action", "parsers", _CommandsAction)
 
-    def format_help(self) -> str:
-        func = self._defaults.get("func")
-        if func is not None and func.__doc__ and not getattr(self, "_documented", False):
-            self.description = "\n\n".join(
-                filter(None, [self.description, plain_text(func.__doc__)])
-            )
-            self._documented = True
-        return super().format_help()
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Add each command's function docstring, as plain text, to its ``--help``
+    description, all the way down the sub-commands."""
+    func = parser._defaults.get("func")
+    if func is not None and func.__doc__:
+        parser.description = "\n\n".join(
+            filter(None, [parser.description, plain_text(func.__doc__)])
+        )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _describe(child)
 
 
 class _CommandsAction(argparse._SubParsersAction):
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for group in GROUPS:
         group.add_commands(sub)
+    _describe(parser)
     return parser
 
 

@@ -54,8 +54,12 @@ class Replay:
         return abs(self.loss - self.committed_loss) / max(abs(self.committed_loss), 1e-12)
 
     def status(self, tolerance: float) -> str:
+        """``bitwise`` (every number), ``same loss`` (the final test loss bitwise, some
+        curve or rate not), ``close`` (within ``tolerance``) or ``differs``."""
         if self.bitwise:
             return "bitwise"
+        if self.loss == self.committed_loss:
+            return "same loss"
         return "close" if self.relative_difference <= tolerance else "differs"
 
 
@@ -197,8 +201,8 @@ def format_report(
     worst = max(replays, key=lambda r: r.relative_difference, default=None)
     lines += [
         f"bitwise identical: {counts['bitwise']} of {len(replays)}",
-        f"within {100 * tolerance:g}% of the committed final test loss (not bitwise): "
-        f"{counts['close']}",
+        f"the same final test loss, bitwise, but some curve or rate not: {counts['same loss']}",
+        f"within {100 * tolerance:g}% of the committed final test loss: {counts['close']}",
         f"further off: {counts['differs']}"
         + (
             f" (largest: {100 * worst.relative_difference:.3g}% on {worst.env_id} instance "
