@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno_bench.inner.engine import DecisionStats
+from ganno_bench.inner.engine import DecisionStats, engine_options
 from ganno_bench.inner.fields import is_integer
 from ganno_bench.inner.instances import SPLITS, Instance, frozen_instance
 from ganno_bench.inner.task import TaskSpec
@@ -197,16 +197,7 @@ def build_trainer(task: TaskSpec, device: str) -> tuple[TorchTrainer, int]:
     dataset = task.load_data()
     with torch.random.fork_rng(devices=[]):  # building layers draws from the global RNG
         network = task.build_network(dataset.input_shape, dataset.num_classes)
-    trainer = TorchTrainer(
-        network,
-        dataset,
-        optimizer=task.optimizer,
-        weight_decay=task.weight_decay,
-        stats_window=task.stats_window,
-        eval_batch_size=task.eval_batch_size,
-        nonlinearity=getattr(task.model, "activation", "relu"),
-        device=device,
-    )
+    trainer = TorchTrainer(network, dataset, device=device, **engine_options(task))
     return trainer, dataset.num_classes
 
 

@@ -89,7 +89,7 @@ from ganno_bench.inner.batched_kernels import (
     sequence,
     summed_cross_entropy,
 )
-from ganno_bench.inner.engine import PROBE_SALT, DecisionStats, LayerInfo
+from ganno_bench.inner.engine import PROBE_SALT, DecisionStats, LayerInfo, engine_options
 from ganno_bench.inner.instances import Instance
 from ganno_bench.inner.models import fan_in, initialise, layer_kind, trainable_layers
 from ganno_bench.inner.task import TaskSpec
@@ -680,12 +680,8 @@ def build_batched_trainer(
         network,
         dataset,
         num_slots=num_slots,
-        optimizer=task.optimizer,
-        weight_decay=task.weight_decay,
-        stats_window=task.stats_window,
-        eval_batch_size=task.eval_batch_size,
-        nonlinearity=getattr(task.model, "activation", "relu"),
         device=device,
+        **engine_options(task),
         **options,
     )
 

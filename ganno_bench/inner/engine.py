@@ -97,3 +97,15 @@ class InnerTrainer(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a :meth:`state_dict` of a trainer of the same architecture."""
+
+
+def engine_options(task: Any) -> dict[str, Any]:
+    """The engine settings a task fixes (optimiser, weight decay, statistics window,
+    evaluation batch, the init gain's nonlinearity): the same for every engine."""
+    return {
+        "optimizer": task.optimizer,
+        "weight_decay": task.weight_decay,
+        "stats_window": task.stats_window,
+        "eval_batch_size": task.eval_batch_size,
+        "nonlinearity": getattr(task.model, "activation", "relu"),
+    }
