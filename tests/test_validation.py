@@ -176,3 +176,18 @@ def test_an_instance_whose_network_starts_non_finite_is_refused(envs, env_id):
     assert env.agents == []  # no half-started episode to step
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(dict.fromkeys(env.possible_agents, 1))
+
+
+def test_the_batched_engine_refuses_a_copy_whose_network_starts_non_finite():
+    """The batched episodes (vector env and batched evaluation) apply the same refusal."""
+    from ganno_bench.envs.batched_episodes import BatchedEpisodes
+    from ganno_bench.inner.instances import Instance
+
+    task = ganno_bench.spec(LR).with_overrides(decisions=2, inner_steps=2)
+    good = ganno_bench.spec(LR).frozen_instances("test")[0]
+    bad = Instance.from_dict({**good.to_dict(), "init_scale": 1e30})
+    episodes = BatchedEpisodes(task, 2)
+    with pytest.raises(ValueError, match=r"options\['instance'\].*init_scale=1e\+30 is too large"):
+        episodes.start({0: good, 1: bad})
+    observations, _ = episodes.start({0: good})  # a good copy alone still starts
+    assert np.isfinite(observations[0]).all()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno_bench.envs.common import judge_decision, scores_at_end
+from ganno_bench.envs.common import check_initial_loss, judge_decision, scores_at_end
 from ganno_bench.envs.observation import build_observations, named, observation_space
 from ganno_bench.inner.batch_task import BatchSizeTaskSpec
 from ganno_bench.inner.batched import BatchedTrainer, build_batched_trainer
@@ -99,6 +99,8 @@ class BatchedEpisodes:
         val_loss, val_accuracy = self.trainer.evaluate("val", active=active)
         obs = self._empty()
         infos: list[list[dict]] = [[] for _ in range(self.num_copies)]
+        for c, instance in instances.items():
+            check_initial_loss(float(val_loss[c]), instance)
         for c in instances:
             self._val_loss[c] = self._initial_val_loss[c] = float(val_loss[c])
             self._val_accuracy[c] = float(val_accuracy[c])

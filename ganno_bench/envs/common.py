@@ -118,17 +118,23 @@ def factor_index(agent: str, value: Any, factors: np.ndarray) -> int:
 
 
 def initial_evaluation(trainer: TorchTrainer, instance: Instance) -> tuple[float, float]:
-    """Validation loss and accuracy before any training. A loss that is not finite is
-    refused: divergence and the final score's cap are measured against it, so the episode
-    could only end in NaN scores."""
+    """Validation loss and accuracy before any training, refused if not finite (see
+    :func:`check_initial_loss`)."""
     loss, accuracy = trainer.evaluate("val")
+    check_initial_loss(loss, instance)
+    return loss, accuracy
+
+
+def check_initial_loss(loss: float, instance: Instance) -> None:
+    """Refuse an instance whose validation loss before training is not finite: divergence
+    and the final score's cap are measured against it, so the episode could only end in
+    NaN scores."""
     if not math.isfinite(loss):
         raise ValueError(
             f"options['instance']: the network's validation loss before training is {loss}, "
             f"so no episode can be scored; its init_scale={instance.init_scale} is too large "
             "for this network (choose a smaller init_scale)"
         )
-    return loss, accuracy
 
 
 @dataclass(frozen=True)
