@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 import ganno_bench
+from ganno_bench.baselines.files import baselines_dir
 from ganno_bench.baselines.zoo import load_agent
 from ganno_bench.benchmark.cards import load_card
 from ganno_bench.benchmark.leaderboard import scores_for
@@ -17,11 +18,13 @@ from ganno_bench.cli.main import main
 from ganno_bench.experiments.generalisation import (
     conclusion,
     generalisation_table,
+    goal_rows,
     merge_seed_cards,
     render_generalisation,
     reproduce_generalisation,
-    shipped_policies,
+    target_groups,
 )
+from ganno_bench.experiments.protocols import PROTOCOLS, protocol, shipped_policies
 
 TARGETS = ("ganno/LayerLR-MLP-Hard-v0", "ganno/LayerLR-CNN-Easy-v0")
 TINY = {"decisions": 3, "inner_steps": 2}
@@ -48,7 +51,9 @@ def baseline_cards() -> list[dict]:
 def reproduced(tmp_path_factory, baseline_cards) -> tuple:
     out = tmp_path_factory.mktemp("gen")
     text = reproduce_generalisation(
+        protocols=["100k"],
         policies=shipped_policies()[:2],
+        runs_dir=out / "runs",
         results_dir=out / "results",
         out_dir=out,
         baseline_cards=baseline_cards,
@@ -84,7 +89,7 @@ def test_policy_cards_of_each_seed_are_merged_with_seeds_as_training_seeds(repro
 
 def test_table_matches_independent_scipy_computations(reproduced, baseline_cards):
     out, text = reproduced
-    (table,) = json.loads((out / "table.json").read_text())
+    (table,) = json.loads((out / "table.json").read_text())["100k"]
     assert table["metric"] == "neg_test_loss"  # overridden tasks have no reference values
     assert {r["agent"] for r in table["baselines"]} == {"constant", "random"}
     cards = [
@@ -92,7 +97,7 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
     ]
     mine = scores_for(merge_seed_cards(cards, "ppo-mlp-easy"), "neg_test_loss")
     pooled = np.concatenate([mine[t] for t in sorted(mine)])
-    assert table["policy"]["iqm_all"]["value"] == pytest.approx(sps.trim_mean(pooled, 0.25))
+    assert table["policy"]["iqm"]["all"]["value"] == pytest.approx(sps.trim_mean(pooled, 0.25))
     assert table["policy"]["iqm"]["CNN"]["value"] == pytest.approx(
         sps.trim_mean(mine["ganno/LayerLR-CNN-Easy-v0"], 0.25)
     )
@@ -109,7 +114,7 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
         assert p["value"] == pytest.approx(expected)
         assert p["low"] <= p["value"] <= p["high"]
         assert row["agent"] in text
-    values = [r["iqm_all"]["value"] for r in table["baselines"]]
+    values = [r["iqm"]["all"]["value"] for r in table["baselines"]]
     assert values == sorted(values, reverse=True)  # best baseline first
     assert (out / "README.md").read_text() == text
 
@@ -154,6 +159,7 @@ def test_a_rerun_reuses_the_finished_per_seed_cards(reproduced, monkeypatch):
         "test",
         out / "cards",
         targets=TARGETS,
+        agent_name="ppo-mlp-easy",
         overrides=TINY,
         instances=INSTANCES,
         progress=False,
@@ -181,13 +187,17 @@ def test_the_report_re_renders_from_the_committed_cards_alone(
         raise AssertionError("re-rendering evaluated something")
 
     monkeypatch.setattr(gen, "evaluate", refuse)
-    again = render_generalisation(results, tmp_path / "report", splits=["test"], n_resamples=200)
+    again = render_generalisation(
+        results, tmp_path / "report", runs_dir=out / "runs", splits=["test"], n_resamples=200
+    )
     assert json.loads((tmp_path / "report" / "table.json").read_text()) == json.loads(
         (out / "table.json").read_text()
     )
     assert again == text  # the same report, conclusion first
-    assert text.splitlines()[2].startswith("**Conclusion.** Trained on LayerLR-MLP-Easy-v0, ")
-    command = ["reproduce", "generalisation", "--from-cards", "--split", "test"]
+    conclusions = [line for line in text.splitlines() if line.startswith("**Conclusion.**")]
+    assert conclusions == [conclusions[0]]  # one protocol, one conclusion
+    assert conclusions[0].startswith("**Conclusion.** Trained on LayerLR-MLP-Easy-v0, ")
+    command = ["reproduce", "generalisation", "--from-cards", "--split", "test", "--runs", "x"]
     assert main([*command, "--results", str(results), "--out", str(tmp_path / "cli")]) == 0
     assert "**Conclusion.**" in capsys.readouterr().out
     assert main([*command, "--results", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
@@ -200,7 +210,7 @@ def _row(agent, iqm, p, compute=1.0):
         "agent": agent,
         "compute_multiple": compute,
         "privileged": False,
-        "iqm_all": est,
+        "iqm": {"all": est},
         "p_policy_better": {"value": p[0], "low": p[1], "high": p[2]},
     }
 
@@ -210,7 +220,8 @@ def _table(split, rows):
     return {
         "split": split,
         "targets": list(TARGETS),
-        "policy": {"iqm_all": policy},
+        "train_ids": ["ganno/LayerLR-MLP-Easy-v0"],
+        "policy": {"iqm": {"all": policy}},
         "baselines": rows,
     }
 
@@ -232,4 +243,79 @@ def test_the_conclusion_follows_the_intervals():
     behind_default = _row("constant", 0.0, (0.45, 0.40, 0.49))
     text = conclusion([_table("test", [ahead_of_default]), _table("test-ood", [behind_default])])
     assert "on `test-ood` the policy has IQM 0.300 [0.100, 0.400] on 2 unseen ids" in text
-    assert text.endswith("does not reliably improve on the default rate off its training id.")
+    assert text.endswith("does not reliably improve on the default rate off its training ids.")
+
+
+def test_target_groups_are_each_family_each_hard_id_and_all():
+    targets = PROTOCOLS["a"].targets
+    groups = target_groups(targets)
+    assert list(groups) == ["MLP", "CNN", "MLP-Hard", "CNN-Hard", "all"]
+    assert groups["MLP"] == ["ganno/LayerLR-MLP-Medium-v0", "ganno/LayerLR-MLP-Hard-v0"]
+    assert "ganno/LayerLR-CNN-Easy-v0" in groups["CNN"]  # protocol a never saw a CNN
+    assert "ganno/LayerLR-CNN-Easy-v0" not in target_groups(PROTOCOLS["b"].targets)["CNN"]
+    assert groups["CNN-Hard"] == ["ganno/LayerLR-CNN-Hard-v0"]
+    assert groups["all"] == list(targets)
+
+
+def test_protocols_target_only_ids_harder_than_what_they_trained_on():
+    for p in PROTOCOLS.values():
+        assert not set(p.train_ids) & set(p.targets)
+        assert all(ganno_bench.spec(t).optimizer == "sgd" for t in (*p.train_ids, *p.targets))
+        assert p.config is None or (baselines_dir() / "ppo" / p.config).exists()
+        assert f"--timesteps {p.timesteps}" in p.recipe
+    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: 100k, a, b"):
+        protocol("z")
+
+
+def test_goal_rows_follow_the_group_statistics(reproduced, baseline_cards):
+    out, _ = reproduced
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
+    policy = merge_seed_cards(cards, "ppo-mlp-easy")
+    renamed = copy.deepcopy(baseline_cards[1])  # "random", playing the goal baseline
+    renamed["agent"]["name"] = "tuned-cosine"
+    table = generalisation_table(policy, [renamed], metric="neg_test_loss", n_resamples=100)
+    mine, theirs = scores_for(policy, "neg_test_loss"), scores_for(renamed, "neg_test_loss")
+    for entry in goal_rows(table):
+        versus = entry["versus"]["tuned-cosine"]
+        ids = entry["ids"]
+        p = np.mean(
+            [
+                sps.mannwhitneyu(mine[t], theirs[t]).statistic / (mine[t].size * theirs[t].size)
+                for t in ids
+            ]
+        )
+        assert versus["p_policy_better"]["value"] == pytest.approx(p)
+        iqm_mine = sps.trim_mean(np.concatenate([mine[t] for t in ids]), 0.25)
+        iqm_theirs = sps.trim_mean(np.concatenate([theirs[t] for t in ids]), 0.25)
+        assert entry["iqm"]["value"] == pytest.approx(iqm_mine)
+        assert versus["iqm_gap"] == pytest.approx(iqm_mine - iqm_theirs)
+        assert versus["met"] == (iqm_mine >= iqm_theirs and p >= 0.5)
+        assert "boil" not in entry["versus"]  # no BOIL card given: no column to fake
+
+
+def test_the_report_plots_training_curves_and_schedules(tmp_path, reproduced, baseline_cards):
+    from ganno_bench.experiments.generalisation_plots import schedule_plots, training_curves
+
+    runs = tmp_path / "runs"
+    for seed, returns in ((0, [1.0, 2.0]), (1, [0.5, 2.5])):
+        folder = PROTOCOLS["a"].run_dir(seed, runs)
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"timesteps": 1000 * (k + 1), "mean_return": r}) for k, r in
+                 enumerate(returns)]  # fmt: skip
+        (folder / "evaluations.jsonl").write_text("\n".join(lines) + "\n")
+    path = training_curves([PROTOCOLS["a"], PROTOCOLS["b"]], runs, tmp_path)
+    assert path == tmp_path / "training-curves.png" and path.stat().st_size > 0
+    assert training_curves([PROTOCOLS["b"]], runs, tmp_path) is None  # no runs of b there
+    out, _ = reproduced
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
+    policy = merge_seed_cards(cards, "ppo-mlp-easy")
+    table = generalisation_table(policy, baseline_cards, metric="neg_test_loss", n_resamples=50)
+    plots = schedule_plots(PROTOCOLS["100k"], [table], [policy, *baseline_cards], tmp_path)
+    assert [p.name for p in plots] == ["schedules-100k-mlp-hard-test.png"]  # the hard target
+
+
+def test_policy_and_train_need_exactly_one_protocol(capsys):
+    code = main(["reproduce", "generalisation", "--policy", "x.zip", "--protocol", "a",
+                 "--protocol", "b", "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "--policy and --train apply to one protocol" in capsys.readouterr().err

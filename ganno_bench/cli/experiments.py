@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganno_bench.baselines.ppo import train_ppo
+from ganno_bench.baselines.files import baselines_dir
+from ganno_bench.baselines.ppo import load_ppo_config, train_ppo
 from ganno_bench.benchmark.leaderboard.runs import load_named
 from ganno_bench.benchmark.threads import torch_threads
 from ganno_bench.cli.common import add_budget_options, budget_overrides
@@ -20,12 +21,11 @@ from ganno_bench.experiments.batched_bench import (
 from ganno_bench.experiments.diagnosis import diagnose
 from ganno_bench.experiments.generalisation import (
     SPLITS,
-    TRAIN_ID,
     render_generalisation,
     reproduce_generalisation,
-    shipped_policies,
 )
 from ganno_bench.experiments.overhead import DEFAULT_OVERHEAD_IDS, format_overhead, measure_overhead
+from ganno_bench.experiments.protocols import PROTOCOLS, protocol, shipped_policies
 from ganno_bench.experiments.verify import TOLERANCE, format_report, verify
 
 
@@ -49,50 +49,70 @@ def _diagnosis(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Play the shipped MLP-Easy PPO policies (or --policy files, or freshly --train-ed
-    ones) on MLP-Medium, MLP-Hard and the three SGD CNN ids, test and test-ood, and write
-    the generalisation report: IQM with 95% CIs per family against every baseline's
-    committed card, P(PPO > baseline), and a generated conclusion. Resumable.
-    --from-cards re-renders the report from the committed cards without evaluating.
-    ``diagnosis``: why the policies fail on CNNs (schedules, feature ablations, returns)."""
+    """Play each training protocol's shipped PPO policies (or --policy files, or freshly
+    --train-ed ones) on its harder target ids, test and test-ood, and write the
+    generalisation report: per protocol, IQM with 95% CIs per target group against every
+    baseline's committed card, P(policy > tuned-cosine) and P(policy > BOIL), a generated
+    conclusion and plots. Resumable. --from-cards re-renders the report from the committed
+    cards without evaluating. ``diagnosis``: why the first policies fail on CNNs
+    (schedules, feature ablations, returns)."""
     if args.result == "diagnosis":
         return _diagnosis(args)
     if args.from_cards:
-        if args.train or args.policy or args.instances or budget_overrides(args):
+        if args.train or args.policy or args.instances or args.protocol or budget_overrides(args):
             raise ValueError(
                 "--from-cards re-renders from the committed cards: it takes no --train, "
-                "--policy, --instances or budget overrides"
+                "--policy, --protocol, --instances or budget overrides"
             )
-        text = render_generalisation(args.results, args.out, splits=args.split or SPLITS)
+        text = render_generalisation(
+            args.results, args.out, runs_dir=args.runs, splits=args.split or SPLITS
+        )
         print(text)
         print(f"written to {Path(args.out) / 'README.md'} and table.json")
         return 0
+    names = args.protocol or [n for n in PROTOCOLS if _has_policies(n)] or ["a"]
+    if (args.policy or args.train) and len(names) != 1:
+        raise ValueError("--policy and --train apply to one protocol: add --protocol NAME")
     policies = [Path(p) for p in args.policy] if args.policy else None
     if args.train:
+        p = protocol(names[0])
+        config = load_ppo_config(path=baselines_dir() / "ppo" / p.config) if p.config else None
         policies = [
             train_ppo(
-                TRAIN_ID,
-                args.timesteps,
+                list(p.train_ids),
+                args.timesteps or p.timesteps,
                 seed=s,
-                out=Path(args.runs) / f"ppo-mlp-easy-seed{s}",
+                out=p.run_dir(s, args.runs),
+                config=config,
+                checkpoint_every=p.checkpoint_every,
+                eval_every=p.checkpoint_every,
                 progress=not args.quiet,
             )
             for s in args.train_seeds
         ]
-    overrides = budget_overrides(args)
     text = reproduce_generalisation(
+        protocols=names,
         policies=policies,
         results_dir=args.results,
         out_dir=args.out,
+        runs_dir=args.runs,
         splits=args.split or SPLITS,
         workers=args.workers,
-        overrides=overrides,
+        engine=args.engine,
+        overrides=budget_overrides(args),
         instances=args.instances,
         progress=not args.quiet,
     )
     print(text)
     print(f"written to {Path(args.out) / 'README.md'} and table.json")
     return 0
+
+
+def _has_policies(name: str) -> bool:
+    try:
+        return bool(shipped_policies(name))
+    except FileNotFoundError:
+        return False
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -171,7 +191,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="with --train: seeds"
     )
-    p.add_argument("--timesteps", type=int, default=100_000, help="with --train")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=list(PROTOCOLS),
+        help="training protocol to reproduce (repeatable; default: every protocol with "
+        "shipped policies): "
+        + "; ".join(f"{q.name}: {q.summary}" for q in PROTOCOLS.values()),
+    )
+    p.add_argument(
+        "--timesteps", type=int, help="with --train (default: the protocol's)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=["batched", "sequential"],
+        default="batched",
+        help="engine of the evaluations (batched: a split's instances of an id at once)",
+    )
     p.add_argument("--runs", default="runs", help="with --train: folder of the training runs")
     p.add_argument(
         "--split",
@@ -185,8 +221,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-cards",
         action="store_true",
-        help="re-render the report from the committed cards (RESULTS/ppo-mlp-easy-SPLIT"
-        ".json.gz and the baselines' cards) without evaluating anything",
+        help="re-render the report from the committed cards (RESULTS/AGENT-SPLIT.json.gz of "
+        "each protocol and the baselines' cards) without evaluating anything",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--batch-size", type=int, default=32, help="diagnosis: episodes per batch")

@@ -1,14 +1,15 @@
-"""GANNO's generalisation claim, reproduced: a policy trained on an easy MLP's layers drives
-deeper MLPs and CNNs it never saw, on held-out initial conditions.
+"""GANNO's generalisation claim, reproduced: policies trained on easy networks only, played
+on harder MLPs and CNNs they never saw, on held-out initial conditions.
 
-The shipped policies (``baselines/ppo/ppo-mlp-easy-seed*.zip``, one per training seed) are
-evaluated on the target ids' ``test`` and ``test-ood`` splits; each plays with its training
-seed (from its file name) as evaluation seed, so the merged card's seeds are the training
-seeds and its spread is the training runs' as well as the instances'. The baselines'
-numbers come from their result cards (``leaderboards/results/``) where those hold the same
-id versions and frozen instances. The table gives the normalised score's IQM with 95%
-stratified-bootstrap CIs per target family and the probability that a PPO run beats a
-baseline's run on the same id (Mann-Whitney), with each baseline's compute multiple.
+Each training protocol (:mod:`ganno_bench.experiments.protocols`) ships one policy per
+training seed; each is evaluated on the protocol's target ids' ``test`` and ``test-ood``
+splits with its training seed (from its file name) as evaluation seed, so the merged
+card's seeds are the training seeds and its spread is the training runs' as well as the
+instances'. The baselines' numbers come from their result cards (``leaderboards/results/``)
+where those hold the same id versions and frozen instances. Per target group (each family,
+each hard id alone, all targets) the report gives the normalised score's IQM with 95%
+stratified-bootstrap CIs, and P(policy > tuned-cosine) and P(policy > BOIL) (Mann-Whitney,
+averaged over the group's ids): the study's goal is IQM >= tuned-cosine's with P >= 0.5.
 """
 
 from __future__ import annotations
@@ -28,53 +29,30 @@ from ganno_bench.benchmark import stats
 from ganno_bench.benchmark.cards import card_files, load_card, validate_card, write_card
 from ganno_bench.benchmark.evaluation import evaluate
 from ganno_bench.benchmark.leaderboard import family_of, load_cards, merge_runs, scores_for
+from ganno_bench.benchmark.leaderboard.runs import families
+from ganno_bench.experiments.protocols import PROTOCOLS, Protocol, protocol, shipped_policies
 
 __all__ = [
-    "TARGETS",
-    "TRAIN_ID",
+    "GOAL_BASELINES",
+    "conclusion",
+    "evaluate_policies",
     "generalisation_table",
     "merge_seed_cards",
     "render_generalisation",
     "reproduce_generalisation",
     "shipped_policies",
+    "target_groups",
 ]
 
-TRAIN_ID = "ganno/LayerLR-MLP-Easy-v0"
-# Harder networks than the training id, same optimiser (SGD with momentum) and factor set.
-TARGETS = (
-    "ganno/LayerLR-MLP-Medium-v0",
-    "ganno/LayerLR-MLP-Hard-v0",
-    "ganno/LayerLR-CNN-Easy-v0",
-    "ganno/LayerLR-CNN-Medium-v0",
-    "ganno/LayerLR-CNN-Hard-v0",
-)
+TRAIN_IDS = PROTOCOLS["100k"].train_ids
 SPLITS = ("test", "test-ood")
-AGENT_NAME = "ppo-mlp-easy"
-REGENERATE = (
-    "ganno-bench train ppo --env ganno/LayerLR-MLP-Easy-v0 --timesteps 100000 --seed S "
-    "--export baselines/ppo/ppo-mlp-easy-seedS.zip"
-)
+# The baselines the goal is stated against: the tuned schedule and BOIL, both single runs.
+GOAL_BASELINES = ("tuned-cosine", "boil")
 METRIC_MEANING = {
     "normalised_score": "the normalised score (0 = the instance's default constant rate, "
     "1 = the best constant rate of a log grid, -1 = the floor of every failed episode)",
     "neg_test_loss": "the negated final inner-test loss (overridden tasks have no references)",
 }
-
-
-def shipped_policies() -> list[Path]:
-    """The shipped MLP-Easy policies, one per training seed, in seed order."""
-    from ganno_bench.baselines.files import baselines_dir
-
-    found = sorted(
-        (baselines_dir() / "ppo").glob(f"{AGENT_NAME}-seed*.zip"),
-        key=lambda p: int(p.stem.rsplit("seed", 1)[1]),
-    )
-    if not found:
-        raise FileNotFoundError(
-            f"no shipped policies {AGENT_NAME}-seed*.zip in {baselines_dir() / 'ppo'}; "
-            f"regenerate them with: {REGENERATE}"
-        )
-    return found
 
 
 def merge_seed_cards(cards: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
@@ -109,8 +87,10 @@ def evaluate_policies(
     split: str,
     work_dir: Path,
     *,
-    targets: Sequence[str] = TARGETS,
+    targets: Sequence[str],
+    agent_name: str,
     workers: int = 1,
+    engine: str = "batched",
     overrides: dict[str, Any] | None = None,
     instances: Sequence[int] | None = None,
     progress: bool = True,
@@ -118,13 +98,14 @@ def evaluate_policies(
     """Each policy on ``targets`` with its training seed as evaluation seed; the merged card.
 
     Resumable: a finished per-seed card of the same policy file and evaluation is reused,
-    an interrupted one resumes from its journal.
+    an interrupted one resumes from its journal. The batched engine plays a split's
+    instances of an id in one batched computation (the policy's forward is batched too).
     """
     cards = []
     for index, path in enumerate(policies):
         seed = training_seed(path, index)
-        agent = PolicyAgent.from_path(path, name=AGENT_NAME)
-        out = work_dir / f"{AGENT_NAME}-seed{seed}-{split}.json.gz"
+        agent = PolicyAgent.from_path(path, name=agent_name)
+        out = work_dir / f"{agent_name}-seed{seed}-{split}.json.gz"
         card = _finished(out, agent, split, targets, overrides, instances)
         if card is None:
             card = evaluate(
@@ -134,12 +115,13 @@ def evaluate_policies(
                 seeds=[seed],
                 out=out,
                 workers=workers,
+                engine=engine,
                 overrides=overrides,
                 instances=instances,
                 progress=progress,
             )
         cards.append(card)
-    return merge_seed_cards(cards, AGENT_NAME)
+    return merge_seed_cards(cards, agent_name)
 
 
 def training_seed(path: Path, index: int) -> int:
@@ -173,19 +155,34 @@ def _finished(
     return card if same else None
 
 
-def _family_scores(scores: Mapping[str, np.ndarray], family: str) -> dict[str, np.ndarray]:
-    return {k: v for k, v in scores.items() if family_of(k) == family}
+def target_groups(targets: Sequence[str]) -> dict[str, list[str]]:
+    """The aggregates the study reports: each model family over its targets, each hard
+    target alone, and all targets together (in that order)."""
+    from ganno_bench.envs.registry import spec
+
+    groups = {f: [t for t in targets if family_of(t) == f] for f in families(targets)}
+    for t in targets:
+        if spec(t).difficulty == "hard":
+            groups[_short(t).removeprefix("LayerLR-").removesuffix("-v0")] = [t]
+    groups["all"] = list(targets)
+    return groups
+
+
+def _short(env_id: str) -> str:
+    return env_id.split("/")[-1]
 
 
 def generalisation_table(
     policy_card: Mapping[str, Any],
     baseline_cards: Sequence[Mapping[str, Any]],
     *,
+    train_ids: Sequence[str] = TRAIN_IDS,
     metric: str = "normalised_score",
     seed: int = 0,
     n_resamples: int = 2000,
 ) -> dict[str, Any]:
-    """IQM [CI] per family for the policy and every baseline, and P(policy > baseline).
+    """IQM [CI] per target group for the policy and every baseline, P(policy > baseline)
+    over all targets, and per group P(policy > each of :data:`GOAL_BASELINES`).
 
     Baselines are the cards of ``policy_card``'s split that hold every target id; each
     statistic is over the target ids only. Returns plain data (see :func:`render_table`).
@@ -193,49 +190,55 @@ def generalisation_table(
     split = policy_card["split"]
     mine = scores_for(policy_card, metric)
     targets = sorted(mine)
-    families = sorted({family_of(t) for t in targets})
+    groups = target_groups(targets)
     kw = {"seed": seed, "n_resamples": n_resamples}
+
+    def iqms(scores: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        return {
+            g: _estimate(stats.aggregate({t: scores[t] for t in ids}, "iqm", **kw))
+            for g, ids in groups.items()
+        }
+
     named = [
         (Path(f"card{i}"), c)
         for i, c in enumerate(baseline_cards)
         if c["split"] == split and _compatible(c, policy_card)
     ]
-    runs = merge_runs(named).get(split, [])
     rows = []
-    for run in runs:
+    for run in merge_runs(named).get(split, []):
         if run.agent == policy_card["agent"]["name"]:
             continue
         theirs = scores_for({"episodes": run.episodes}, metric)
         if not set(targets) <= set(theirs):
             continue
         theirs = {t: theirs[t] for t in targets}
-        rows.append(
-            {
-                "agent": run.agent,
-                "compute_multiple": run.compute_multiple,
-                "privileged": run.privileged,
-                "iqm": {
-                    f: _estimate(stats.aggregate(_family_scores(theirs, f), "iqm", **kw))
-                    for f in families
-                },
-                "iqm_all": _estimate(stats.aggregate(theirs, "iqm", **kw)),
-                "p_policy_better": _estimate(stats.probability_of_improvement(mine, theirs, **kw)),
+        row = {
+            "agent": run.agent,
+            "compute_multiple": run.compute_multiple,
+            "privileged": run.privileged,
+            "iqm": iqms(theirs),
+            "p_policy_better": _estimate(stats.probability_of_improvement(mine, theirs, **kw)),
+        }
+        if run.agent in GOAL_BASELINES:
+            row["p_policy_better_by_group"] = {
+                g: _estimate(
+                    stats.probability_of_improvement(
+                        {t: mine[t] for t in ids}, {t: theirs[t] for t in ids}, **kw
+                    )
+                )
+                for g, ids in groups.items()
             }
-        )
-    rows.sort(key=lambda r: -r["iqm_all"]["value"])
+        rows.append(row)
+    rows.sort(key=lambda r: -r["iqm"]["all"]["value"])
     return {
         "split": split,
-        "train_id": TRAIN_ID,
+        "train_ids": list(train_ids),
         "targets": targets,
-        "families": families,
+        "groups": groups,
         "policy": {
             "agent": policy_card["agent"]["name"],
             "seeds": policy_card["seeds"],
-            "iqm": {
-                f: _estimate(stats.aggregate(_family_scores(mine, f), "iqm", **kw))
-                for f in families
-            },
-            "iqm_all": _estimate(stats.aggregate(mine, "iqm", **kw)),
+            "iqm": iqms(mine),
         },
         "baselines": rows,
         "metric": metric,
@@ -260,21 +263,20 @@ def _fmt(e: Mapping[str, float]) -> str:
 
 
 def render_table(table: Mapping[str, Any]) -> str:
-    """A markdown table: one row per agent, policy first."""
-    fam = table["families"]
+    """A markdown table: one row per agent, the policy first; IQM per target group and
+    P(policy > agent) over all targets."""
+    groups = list(table["groups"])
     header = [
         "agent",
-        *(f"IQM {f} [95% CI]" for f in fam),
-        "IQM all [95% CI]",
-        "P(PPO > agent) [95% CI]",
+        *(f"IQM {g} [95% CI]" for g in groups),
+        "P(policy > agent) [95% CI]",
         "compute multiple",
     ]
     policy = table["policy"]
     rows = [
         [
             f"**{policy['agent']}** (seeds {policy['seeds']})",
-            *(_fmt(policy["iqm"][f]) for f in fam),
-            _fmt(policy["iqm_all"]),
+            *(_fmt(policy["iqm"][g]) for g in groups),
             "-",
             "1",
         ]
@@ -282,117 +284,65 @@ def render_table(table: Mapping[str, Any]) -> str:
     rows += [
         [
             r["agent"],
-            *(_fmt(r["iqm"][f]) for f in fam),
-            _fmt(r["iqm_all"]),
+            *(_fmt(r["iqm"][g]) for g in groups),
             _fmt(r["p_policy_better"]),
             f"{r['compute_multiple']:g}" + (" (privileged)" if r["privileged"] else ""),
         ]
         for r in table["baselines"]
     ]
-    lines = [
-        f"### split `{table['split']}`: trained on {table['train_id']}, played on "
-        + ", ".join(t.split("/")[-1] for t in table["targets"]),
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return _markdown(header, rows)
 
 
-def reproduce_generalisation(
-    *,
-    policies: Sequence[Path] | None = None,
-    results_dir: str | Path = "leaderboards/results",
-    baseline_cards: Sequence[Mapping[str, Any]] | None = None,
-    out_dir: str | Path = "leaderboards/generalisation",
-    splits: Sequence[str] = SPLITS,
-    targets: Sequence[str] = TARGETS,
-    workers: int = 1,
-    overrides: dict[str, Any] | None = None,
-    instances: Sequence[int] | None = None,
-    seed: int = 0,
-    n_resamples: int = 2000,
-    progress: bool = True,
-) -> str:
-    """Evaluate the policies on ``targets`` and write ``out_dir/README.md`` and ``table.json``.
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
-    Baselines are ``baseline_cards``, or else the cards in ``results_dir``. The merged policy
-    cards go to ``results_dir`` too (so the leaderboard lists PPO), unless ``overrides`` or
-    ``instances`` make this a smaller experiment: then only ``baseline_cards`` are compared
-    (run on the same instances and overrides); with ``overrides`` the comparison uses the
-    negated final test loss, as overridden tasks have no reference values. Per-seed cards
-    and their journals stay in ``out_dir/cards``, so an interrupted run resumes. Returns
-    the markdown.
-    """
-    policies = list(policies) if policies is not None else shipped_policies()
-    out_dir, results_dir = Path(out_dir), Path(results_dir)
-    partial = bool(overrides) or instances is not None
-    if baseline_cards is None:
-        baseline_cards = [] if partial else load_cards(results_dir)
-    metric = "neg_test_loss" if overrides else "normalised_score"
-    tables = []
-    for split in splits:
-        card = evaluate_policies(
-            policies,
-            split,
-            out_dir / "cards",
-            targets=targets,
-            workers=workers,
-            overrides=overrides,
-            instances=instances,
-            progress=progress,
+
+def goal_rows(table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per target group: the policy's IQM against each goal baseline's, P(policy > it),
+    and whether the goal holds (IQM at least the baseline's and P at least 0.5)."""
+    mine = table["policy"]["iqm"]
+    rows = {r["agent"]: r for r in table["baselines"]}
+    out = []
+    for group, ids in table["groups"].items():
+        entry: dict[str, Any] = {"group": group, "ids": ids, "iqm": mine[group], "versus": {}}
+        for name in GOAL_BASELINES:
+            if name in rows and "p_policy_better_by_group" in rows[name]:
+                theirs, p = rows[name]["iqm"][group], rows[name]["p_policy_better_by_group"][group]
+                entry["versus"][name] = {
+                    "iqm": theirs,
+                    "p_policy_better": p,
+                    "iqm_gap": mine[group]["value"] - theirs["value"],
+                    "met": mine[group]["value"] >= theirs["value"] and p["value"] >= 0.5,
+                }
+        out.append(entry)
+    return out
+
+
+def render_goal(table: Mapping[str, Any]) -> str:
+    """The goal table: per target group, the policy against tuned-cosine and BOIL."""
+    header = ["targets", "policy IQM [95% CI]"]
+    for name in GOAL_BASELINES:
+        header += [f"{name} IQM", f"P(policy > {name}) [95% CI]"]
+    header.append("goal vs tuned-cosine")
+    rows = []
+    for entry in goal_rows(table):
+        row = [f"{entry['group']} ({len(entry['ids'])} ids)", _fmt(entry["iqm"])]
+        for name in GOAL_BASELINES:
+            v = entry["versus"].get(name)
+            row += [_fmt(v["iqm"]), _fmt(v["p_policy_better"])] if v else ["-", "-"]
+        v = entry["versus"].get("tuned-cosine")
+        row.append(
+            "-" if v is None else ("met" if v["met"] else f"not met (IQM {v['iqm_gap']:+.3f})")
         )
-        if not partial:
-            write_card(card, results_dir / f"{AGENT_NAME}-{split}.json.gz")
-        tables.append(
-            generalisation_table(
-                card, baseline_cards, metric=metric, seed=seed, n_resamples=n_resamples
-            )
-        )
-    return write_report(tables, [p.name for p in policies], out_dir)
-
-
-def render_generalisation(
-    results_dir: str | Path = "leaderboards/results",
-    out_dir: str | Path = "leaderboards/generalisation",
-    *,
-    splits: Sequence[str] = SPLITS,
-    seed: int = 0,
-    n_resamples: int = 2000,
-) -> str:
-    """Rewrite ``out_dir/README.md`` and ``table.json`` from the committed cards alone: the
-    merged policy cards ``results_dir/ppo-mlp-easy-<split>.json.gz`` (what
-    :func:`reproduce_generalisation` wrote) against the other cards there. Nothing is
-    evaluated, so a rescoring or a new baseline card is reflected in seconds. Returns the
-    markdown."""
-    results_dir = Path(results_dir)
-    cards = {p: load_card(p) for p in card_files(results_dir)}
-    tables, policies = [], []
-    for split in splits:
-        path = results_dir / f"{AGENT_NAME}-{split}.json.gz"
-        if path not in cards:
-            raise FileNotFoundError(
-                f"no merged policy card {path}: run `ganno-bench reproduce generalisation` "
-                "(which evaluates the policies) first"
-            )
-        card = cards[path]
-        per_seed = card["agent"]["config"].get("per_seed", {})
-        policies += [Path(c["checkpoint"]).name for c in per_seed.values()]
-        baselines = [c for p, c in cards.items() if p != path]
-        # overridden tasks have no references: compare losses, as reproduce does
-        overridden = any(env.get("overrides") for env in card["envs"].values())
-        metric = "neg_test_loss" if overridden else "normalised_score"
-        tables.append(
-            generalisation_table(card, baselines, metric=metric, seed=seed, n_resamples=n_resamples)
-        )
-    return write_report(tables, list(dict.fromkeys(policies)), Path(out_dir))
+        rows.append(row)
+    return _markdown(header, rows)
 
 
 def _best_single_run(table: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The baseline with the highest IQM over all targets at single-run compute."""
     singles = [r for r in table["baselines"] if r["compute_multiple"] == 1 and not r["privileged"]]
-    return max(singles, key=lambda r: r["iqm_all"]["value"], default=None)
+    return max(singles, key=lambda r: r["iqm"]["all"]["value"], default=None)
 
 
 def _versus(p: Mapping[str, float]) -> str:
@@ -407,12 +357,12 @@ def _versus(p: Mapping[str, float]) -> str:
 def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
     """One sentence from the numbers: per split, how the policy fares against the
     default constant rate and against the best single-run baseline (by which side of 0.5
-    the CI of P(PPO > baseline) lies), and what that says about generalisation."""
+    the CI of P(policy > baseline) lies), and what that says about generalisation."""
     parts, beats_default, matches_best = [], [], []
     for table in tables:
         policy = table["policy"]
         rows = {r["agent"]: r for r in table["baselines"]}
-        clauses = [f"IQM {_fmt(policy['iqm_all'])} on {len(table['targets'])} unseen ids"]
+        clauses = [f"IQM {_fmt(policy['iqm']['all'])} on {len(table['targets'])} unseen ids"]
         if "constant" in rows:
             p = rows["constant"]["p_policy_better"]
             beats_default.append(_versus(p) == "beats")
@@ -423,7 +373,7 @@ def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
             matches_best.append(verdict != "loses to")
             clauses.append(
                 f"{verdict} the best single-run baseline, {best['agent']} "
-                f"(IQM {_fmt(best['iqm_all'])}, P = {_fmt(best['p_policy_better'])})"
+                f"(IQM {_fmt(best['iqm']['all'])}, P = {_fmt(best['p_policy_better'])})"
             )
         listed = ", ".join(clauses[:-1]) + (", and " if len(clauses) > 1 else "") + clauses[-1]
         parts.append(f"on `{table['split']}` the policy has {listed}")
@@ -436,39 +386,215 @@ def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
         )
     else:
         verdict = (
-            "the learned policy does not reliably improve on the default rate off its training id"
+            "the learned policy does not reliably improve on the default rate off its training ids"
         )
-    return f"Trained on {TRAIN_ID.split('/')[-1]}, {'; '.join(parts)}: {verdict}."
+    trained = " + ".join(_short(t) for t in tables[0]["train_ids"]) if tables else "?"
+    return f"Trained on {trained}, {'; '.join(parts)}: {verdict}."
+
+
+def protocol_section(
+    p: Protocol, tables: Sequence[Mapping[str, Any]], policies: Sequence[str], plots: Sequence[str]
+) -> str:
+    """The report's section of one protocol: conclusion, goal tables, full tables, plots."""
+    lines = [
+        f"## Protocol `{p.name}`: {p.summary}",
+        "",
+        f"**Conclusion.** {conclusion(tables)}",
+        "",
+        f"Policies: {', '.join(f'`{n}`' for n in policies)} (one per training seed S; "
+        f"train with `{p.recipe}`).",
+        "",
+    ]
+    for table in tables:
+        lines += [
+            f"### `{p.name}`, split `{table['split']}`: the goal (IQM >= tuned-cosine's, "
+            "P(policy > tuned-cosine) >= 0.5)",
+            "",
+            render_goal(table),
+            "",
+            f"### `{p.name}`, split `{table['split']}`: every baseline, played on "
+            + ", ".join(_short(t) for t in table["targets"]),
+            "",
+            render_table(table),
+            "",
+        ]
+    lines += [f"![{Path(name).stem}]({name})" for name in plots]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def write_report(
-    tables: Sequence[Mapping[str, Any]], policies: Sequence[str], out_dir: Path
+    sections: Sequence[tuple[Protocol, Sequence[Mapping[str, Any]], Sequence[str]]],
+    out_dir: Path,
+    runs_dir: str | Path = "runs",
+    results: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """Write ``README.md`` (a generated conclusion, then a table per split) and
-    ``table.json`` into ``out_dir``; return the markdown."""
-    metric = tables[0]["metric"] if tables else "normalised_score"
-    boot = tables[0]["bootstrap"] if tables else {"seed": 0, "n_resamples": 2000}
-    text = "\n".join(
-        [
-            "# Generalisation: trained on an easy MLP, played on harder networks",
-            "",
-            f"**Conclusion.** {conclusion(tables)}",
-            "",
-            "Written by `ganno-bench reproduce generalisation` (re-rendered from the committed "
-            "cards by `ganno-bench reproduce generalisation --from-cards`). Policies: "
-            + ", ".join(f"`{name}`" for name in policies)
-            + f" (one per training seed S; regenerate with `{REGENERATE}`).",
-            f"Metric: {METRIC_MEANING[metric]}, higher is better. IQM over instances x seeds "
-            f"with 95% stratified-bootstrap CIs ({boot['n_resamples']} resamples, seed "
-            f"{boot['seed']}); P(PPO > agent) is the Mann-Whitney probability that a PPO run "
-            "beats the agent's run on the same id, averaged over the ids.",
-            "",
-            *(render_table(t) + "\n" for t in tables),
-        ]
-    )
+    """Write ``README.md`` (a section per protocol: conclusion, goal tables, tables and
+    plots) and ``table.json`` into ``out_dir``; return the markdown. ``results`` (the
+    baselines' cards) supply tuned-cosine's schedules for the schedule plots."""
+    from ganno_bench.experiments.generalisation_plots import schedule_plots, training_curves
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in (("README.md", text), ("table.json", json.dumps(tables, indent=2) + "\n")):
+    first = sections[0][1] if sections else []
+    metric = first[0]["metric"] if first else "normalised_score"
+    boot = first[0]["bootstrap"] if first else {"seed": 0, "n_resamples": 2000}
+    curves = training_curves([p for p, _, _ in sections], runs_dir, out_dir)
+    text = [
+        "# Generalisation: trained on easy networks, played on harder ones",
+        "",
+        "Written by `ganno-bench reproduce generalisation` (re-rendered from the committed "
+        "cards by `ganno-bench reproduce generalisation --from-cards`), one section per "
+        "training protocol. Metric: "
+        f"{METRIC_MEANING[metric]}, higher is better. IQM over instances x seeds with 95% "
+        f"stratified-bootstrap CIs ({boot['n_resamples']} resamples, seed {boot['seed']}); "
+        "P(policy > agent) is the Mann-Whitney probability that a policy run beats the "
+        "agent's run on the same id, averaged over the ids. Target groups: each family over "
+        "its target ids, each hard id alone, and all targets.",
+        "",
+    ]
+    if curves is not None:
+        text += [f"![training curves]({curves.name})", ""]
+    for p, tables, policies in sections:
+        plots = [q.name for q in schedule_plots(p, tables, results, out_dir)]
+        text.append(protocol_section(p, tables, policies, plots))
+    markdown = "\n".join(text)
+    payload = {p.name: list(tables) for p, tables, _ in sections}
+    for name, content in (
+        ("README.md", markdown),
+        ("table.json", json.dumps(payload, indent=2) + "\n"),
+    ):
         tmp = out_dir / (name + ".tmp")
         tmp.write_text(content)
         os.replace(tmp, out_dir / name)
-    return text
+    return markdown
+
+
+def merged_card_path(results_dir: Path, p: Protocol, split: str) -> Path:
+    return Path(results_dir) / f"{p.agent}-{split}.json.gz"
+
+
+def reproduce_generalisation(
+    *,
+    protocols: Sequence[str] = ("a",),
+    policies: Sequence[Path] | None = None,
+    results_dir: str | Path = "leaderboards/results",
+    baseline_cards: Sequence[Mapping[str, Any]] | None = None,
+    out_dir: str | Path = "leaderboards/generalisation",
+    runs_dir: str | Path = "runs",
+    splits: Sequence[str] = SPLITS,
+    targets: Sequence[str] | None = None,
+    workers: int = 1,
+    engine: str = "batched",
+    overrides: dict[str, Any] | None = None,
+    instances: Sequence[int] | None = None,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    progress: bool = True,
+) -> str:
+    """Evaluate each protocol's policies on its targets and write the report.
+
+    ``policies`` replaces the shipped files of a single protocol; ``targets`` its targets.
+    Baselines are ``baseline_cards``, or else the cards in ``results_dir``. The merged
+    policy cards go to ``results_dir`` too (so the leaderboard lists them) and the report
+    is then re-rendered from every protocol's cards there, unless ``overrides`` or
+    ``instances`` make this a smaller experiment: then only ``baseline_cards`` are compared
+    (run on the same instances and overrides) and the report holds this run alone; with
+    ``overrides`` the comparison uses the negated final test loss, as overridden tasks have
+    no reference values. Per-seed cards and their journals stay in ``out_dir/cards``, so an
+    interrupted run resumes. Returns the markdown.
+    """
+    chosen = [protocol(name) for name in protocols]
+    if (policies is not None or targets is not None) and len(chosen) != 1:
+        raise ValueError("policies= and targets= apply to one protocol; name exactly one")
+    out_dir, results_dir = Path(out_dir), Path(results_dir)
+    partial = bool(overrides) or instances is not None
+    if baseline_cards is None:
+        baseline_cards = [] if partial else load_cards(results_dir)
+    metric = "neg_test_loss" if overrides else "normalised_score"
+    sections, made = [], []
+    for p in chosen:
+        files = list(policies) if policies is not None else shipped_policies(p)
+        tables = []
+        for split in splits:
+            card = evaluate_policies(
+                files,
+                split,
+                out_dir / "cards",
+                targets=list(targets or p.targets),
+                agent_name=p.agent,
+                workers=workers,
+                engine=engine,
+                overrides=overrides,
+                instances=instances,
+                progress=progress,
+            )
+            made.append(card)
+            if not partial:
+                write_card(card, merged_card_path(results_dir, p, split))
+            tables.append(
+                generalisation_table(
+                    card,
+                    baseline_cards,
+                    train_ids=p.train_ids,
+                    metric=metric,
+                    seed=seed,
+                    n_resamples=n_resamples,
+                )
+            )
+        sections.append((p, tables, [f.name for f in files]))
+    if not partial:
+        return render_generalisation(
+            results_dir, out_dir, runs_dir=runs_dir, splits=splits, seed=seed,
+            n_resamples=n_resamples,
+        )  # fmt: skip
+    return write_report(sections, out_dir, runs_dir, [*baseline_cards, *made])
+
+
+def render_generalisation(
+    results_dir: str | Path = "leaderboards/results",
+    out_dir: str | Path = "leaderboards/generalisation",
+    *,
+    runs_dir: str | Path = "runs",
+    splits: Sequence[str] = SPLITS,
+    seed: int = 0,
+    n_resamples: int = 2000,
+) -> str:
+    """Rewrite ``out_dir/README.md`` and ``table.json`` from the committed cards alone: each
+    protocol's merged policy cards ``results_dir/AGENT-SPLIT.json.gz`` (what
+    :func:`reproduce_generalisation` wrote) against the other cards there, and the training
+    curves from ``runs_dir``. Nothing is evaluated, so a rescoring or a new baseline card
+    is reflected in seconds. Returns the markdown."""
+    results_dir = Path(results_dir)
+    cards = {p: load_card(p) for p in card_files(results_dir)}
+    everything = list(cards.values())
+    sections = []
+    for p in PROTOCOLS.values():
+        paths = [merged_card_path(results_dir, p, split) for split in splits]
+        if not all(path in cards for path in paths):
+            continue
+        tables, policies = [], []
+        for path in paths:
+            card = cards[path]
+            per_seed = card["agent"]["config"].get("per_seed", {})
+            policies += [Path(c["checkpoint"]).name for c in per_seed.values()]
+            # overridden tasks have no references: compare losses, as reproduce does
+            overridden = any(env.get("overrides") for env in card["envs"].values())
+            tables.append(
+                generalisation_table(
+                    card,
+                    [c for q, c in cards.items() if q != path],
+                    train_ids=p.train_ids,
+                    metric="neg_test_loss" if overridden else "normalised_score",
+                    seed=seed,
+                    n_resamples=n_resamples,
+                )
+            )
+        sections.append((p, tables, list(dict.fromkeys(policies))))
+    if not sections:
+        expected = ", ".join(
+            str(merged_card_path(results_dir, p, "SPLIT")) for p in PROTOCOLS.values()
+        )
+        raise FileNotFoundError(
+            f"no protocol's merged policy cards in {results_dir} (looked for {expected}): run "
+            "`ganno-bench reproduce generalisation` (which evaluates the policies) first"
+        )
+    return write_report(sections, Path(out_dir), runs_dir, everything)

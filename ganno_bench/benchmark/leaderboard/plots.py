@@ -78,7 +78,7 @@ def _mean_log_lrs(episodes: Sequence[dict[str, Any]]) -> np.ndarray:
     return np.array([_ragged_mean(rows) for rows in per_layer])
 
 
-def _figure(width: float, height: float, margins: tuple[float, float, float, float]):
+def figure(width: float, height: float, margins: tuple[float, float, float, float]):
     """A figure made without pyplot, so PNGs render with Agg whatever the session's backend,
     with fixed ``(left, right, bottom, top)`` margins in inches around its axes.
 
@@ -97,7 +97,7 @@ def _figure(width: float, height: float, margins: tuple[float, float, float, flo
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     """Write ``fig`` as a 256-colour PNG: a third of the bytes of a true-colour one, the
     same to the eye for line plots (and deterministic, so unchanged cards change no file)."""
     from PIL import Image
@@ -196,7 +196,7 @@ def _profile_plot(
     ranked = [run for run in runs if scores[run.agent]]
     pooled = np.concatenate([v for run in ranked for v in scores[run.agent].values()])
     taus = profile_taus(pooled)
-    fig = _figure(9.0, 4.6, (0.6, 2.4, 0.5, 0.35))
+    fig = figure(9.0, 4.6, (0.6, 2.4, 0.5, 0.35))
     ax = fig.add_subplot()
     for tau in (0.0, 1.0) if metric == "normalised_score" else ():
         ax.axvline(tau, color="0.8", linewidth=0.8, zorder=0)
@@ -209,11 +209,11 @@ def _profile_plot(
     ax.set_title(f"Performance profile, split {split} (95% CIs; legend in rank order)")
     ax.grid(alpha=0.3)
     _legend_outside(ax, ncol=1 if len(ranked) <= 20 else 2)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _curves_plot(env_id: str, runs: Sequence[Run], style: Mapping[str, Style], path: Path) -> Path:
-    fig = _figure(8.5, 4.4, (0.7, 2.1, 0.5, 0.35))
+    fig = figure(8.5, 4.4, (0.7, 2.1, 0.5, 0.35))
     ax = fig.add_subplot()
     for run in runs:
         episodes = [e for e in run.episodes if e["env_id"] == env_id]
@@ -226,10 +226,10 @@ def _curves_plot(env_id: str, runs: Sequence[Run], style: Mapping[str, Style], p
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"Learning curves, {env_id}")
     _legend_outside(ax)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def _lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
+def lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
     """Small multiples: one panel per agent (rank order) of its mean log10 rate per layer
     and decision, on shared axes, layers coloured from the input (dark) to the output."""
     from matplotlib import colormaps
@@ -241,7 +241,7 @@ def _lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
     layers = max((len(s) for s in schedules), default=1)
     cols = min(PANEL_COLUMNS, max(1, len(runs)))
     rows = -(-len(runs) // cols)
-    fig = _figure(2.1 * cols + 0.7, 1.6 * rows + 1.2, (0.6, 0.1, 0.75, 0.45))
+    fig = figure(2.1 * cols + 0.7, 1.6 * rows + 1.2, (0.6, 0.1, 0.75, 0.45))
     fig.subplots_adjust(wspace=0.08, hspace=0.3)
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     colours = colormaps["viridis"](np.linspace(0.0, 0.9, layers))
@@ -271,7 +271,7 @@ def _lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
     )
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _batch_sizes_plot(
@@ -279,7 +279,7 @@ def _batch_sizes_plot(
 ) -> Path:
     """Each agent's batch-size schedule on a batch-size id: the geometric mean over its
     episodes of the batch size chosen at each decision (``curves["batch_size"]``)."""
-    fig = _figure(8.0, 4.0, (0.8, 2.1, 0.5, 0.35))
+    fig = figure(8.0, 4.0, (0.8, 2.1, 0.5, 0.35))
     ax = fig.add_subplot()
     for run in runs:
         episodes = [e for e in run.episodes if e["env_id"] == env_id]
@@ -293,7 +293,7 @@ def _batch_sizes_plot(
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"Batch-size schedules, {env_id}")
     _legend_outside(ax)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_jobs(
@@ -345,7 +345,7 @@ def plot_jobs(
             (
                 f"Learning-rate schedules, {env_id}",
                 path,
-                lambda e=env_id, path=path: _lrs_plot(e, runs, path),
+                lambda e=env_id, path=path: lrs_plot(e, runs, path),
             )
         )
     return jobs
