@@ -91,3 +91,24 @@ def test_bad_engine_options_are_refused():
         ganno_bench.evaluate(agent, IDS[:1], engine="gpu", **RUN)
     with pytest.raises(ValueError, match="batch_size"):
         ganno_bench.evaluate(agent, IDS[:1], engine="batched", batch_size=0, **RUN)
+
+
+def test_a_single_cnn_episode_runs_on_the_sequential_engine():
+    """A batch of one CNN episode has nothing to batch on the CPU: it is played by the
+    sequential engine, so its record is the sequential card's exactly."""
+    agent = load_agent("cosine")
+    run = {**RUN, "instances": [0, 1]}
+    seq = ganno_bench.evaluate(agent, IDS[1:], overrides=TINY, **run)
+    ones = ganno_bench.evaluate(
+        agent, IDS[1:], overrides=TINY, engine="batched", batch_size=1, **run
+    )
+    pairs = ganno_bench.evaluate(
+        agent, IDS[1:], overrides=TINY, engine="batched", batch_size=2, **run
+    )
+
+    def numbers(card):
+        return [{k: v for k, v in e.items() if k != "wall_time_s"} for e in card["episodes"]]
+
+    assert numbers(ones) == numbers(seq)  # bitwise: the same engine
+    for a, b in zip(seq["episodes"], pairs["episodes"], strict=True):  # batched: tolerance
+        np.testing.assert_allclose(b["final_test_loss"], a["final_test_loss"], rtol=RTOL)

@@ -147,3 +147,17 @@ def test_ppo_seeds_and_learns_through_the_batched_env():
     first, again, other = train(0), train(0), train(1)
     assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))  # PPO(seed=...)
     assert any(not torch.equal(x, y) for x, y in zip(first, other, strict=True))
+
+
+def test_one_cnn_copy_on_the_cpu_runs_the_sequential_engine():
+    """Nothing is batched at one CNN copy (its convolutions run one slot at a time either
+    way), so the batched engine falls back to the sequential one, which it never loses to."""
+    from ganno_bench.envs.batched_vector import BatchedVecEnv
+
+    cnn = "ganno/LayerLR-CNN-Easy-v0"
+    one = make_vec_env(cnn, 1, seed=3, engine="batched", **TINY)
+    assert not isinstance(one, BatchedVecEnv)
+    reference = make_vec_env(cnn, 1, seed=3, **TINY)
+    np.testing.assert_array_equal(rollout(one, 4)[0], rollout(reference, 4)[0])
+    assert isinstance(make_vec_env(cnn, 2, engine="batched", **TINY), BatchedVecEnv)
+    assert isinstance(batched(1), BatchedVecEnv)  # an MLP gains even at one copy

@@ -36,6 +36,7 @@ from ganno_bench.benchmark.cards import (
 from ganno_bench.benchmark.records import episode_record, episode_seed
 from ganno_bench.benchmark.scoring import load_references
 from ganno_bench.benchmark.threads import init_worker, single_threaded, worker_context
+from ganno_bench.envs.batched_episodes import batching_pays
 from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec
 from ganno_bench.inner.instances import instances_hash
 from ganno_bench.version import __version__
@@ -260,8 +261,13 @@ def _run_batches(
     with single_threaded():
         for env_id in dict.fromkeys(e for e, _, _ in todo):
             mine = [(k, s, episode_seed(s, k)) for e, k, s in todo if e == env_id]
+            task = spec(env_id).with_overrides(**overrides) if overrides else spec(env_id)
             for start in range(0, len(mine), batch_size):
                 chunk = mine[start : start + batch_size]
+                if not batching_pays(task, len(chunk), device):  # one CNN episode
+                    (k, s, _), ref = chunk[0], references[env_id]
+                    keep(run_episode(agent, env_id, split, k, s, overrides, ref))
+                    continue
                 for record in play_batched(
                     agent, env_id, split, chunk, overrides, references[env_id], device
                 ):

@@ -27,7 +27,16 @@ from ganno_bench.inner.engine import DecisionStats
 from ganno_bench.inner.instances import Instance
 from ganno_bench.inner.task import TaskSpec
 
-__all__ = ["BatchedEpisodes", "BatchedStep", "batched_trainer_for"]
+__all__ = ["BatchedEpisodes", "BatchedStep", "batched_trainer_for", "batching_pays"]
+
+
+def batching_pays(task: TaskSpec, num_slots: int, device: str) -> bool:
+    """Whether the batched engine is expected to be at least as fast as the sequential
+    one. Not for a convolutional network on the CPU at one slot: its convolutions run one
+    slot at a time either way (see :mod:`ganno_bench.inner.batched`), so only the
+    bookkeeping is left to batch (measured at one thread: 0.82x on CNN-Hard, 1.01x on
+    CNN-Easy). Callers run such a single episode on the sequential engine."""
+    return num_slots > 1 or not device.startswith("cpu") or task.model.kind != "cnn"
 
 
 def batched_trainer_for(task: TaskSpec, num_slots: int, device: str) -> BatchedTrainer:

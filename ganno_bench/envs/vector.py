@@ -58,6 +58,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from supersuit.vector import ProcConcatVec
 from supersuit.vector.multiproc_vec import decompress_info
 
+from ganno_bench.envs.batched_episodes import batching_pays
 from ganno_bench.envs.batched_vector import BatchedVecEnv
 from ganno_bench.envs.common import copy_seeds
 from ganno_bench.envs.registry import make, spec
@@ -288,4 +289,6 @@ def _batched_vec_env(
     split = kwargs.pop("split", "train")
     device = kwargs.pop("device", "cpu")
     task = spec(env_id).with_overrides(**kwargs) if kwargs else spec(env_id)
+    if not batching_pays(task, num_copies, device):  # one CNN copy: nothing to batch
+        return make_vec_env(env_id, num_copies, seed=seed, split=split, **kwargs)
     return BatchedVecEnv(task, num_copies, split=split, seed=seed, device=device)
