@@ -196,7 +196,9 @@ def test_the_report_re_renders_from_the_committed_cards_alone(
     assert again == text  # the same report, conclusion first
     conclusions = [line for line in text.splitlines() if line.startswith("**Conclusion.**")]
     assert conclusions == [conclusions[0]]  # one protocol, one conclusion
-    assert conclusions[0].startswith("**Conclusion.** Trained on LayerLR-MLP-Easy-v0, ")
+    assert conclusions[0].startswith(
+        "**Conclusion.** Protocol `100k`: Trained on LayerLR-MLP-Easy-v0, on `test` the policy"
+    )
     command = ["reproduce", "generalisation", "--from-cards", "--split", "test", "--runs", "x"]
     assert main([*command, "--results", str(results), "--out", str(tmp_path / "cli")]) == 0
     assert "**Conclusion.**" in capsys.readouterr().out
@@ -263,7 +265,7 @@ def test_protocols_target_only_ids_harder_than_what_they_trained_on():
         assert all(ganno_bench.spec(t).optimizer == "sgd" for t in (*p.train_ids, *p.targets))
         assert p.config is None or (baselines_dir() / "ppo" / p.config).exists()
         assert f"--timesteps {p.timesteps}" in p.recipe
-    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: 100k, a, b"):
+    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, 100k"):
         protocol("z")
 
 
@@ -319,3 +321,17 @@ def test_policy_and_train_need_exactly_one_protocol(capsys):
                  "--protocol", "b", "--quiet"])  # fmt: skip
     assert code == 2
     assert "--policy and --train apply to one protocol" in capsys.readouterr().err
+
+
+def test_every_id_means_the_lr_track_and_not_a_reduced_run(tmp_path):
+    from ganno_bench.experiments.generalisation import layer_lr_ids
+
+    ids = layer_lr_ids()
+    assert all("/LayerLR-" in i for i in ids) and len(ids) == len(set(ids))
+    assert {f"ganno/LayerLR-{f}-{d}{o}-v0" for f in ("MLP", "CNN") for d in
+            ("Easy", "Medium", "Hard") for o in ("", "-Adam")} <= set(ids)  # fmt: skip
+    assert set(PROTOCOLS["a"].targets) < set(ids)
+    with pytest.raises(ValueError, match=r"every_id .* no budget overrides"):
+        reproduce_generalisation(
+            protocols=["100k"], every_id=True, overrides=TINY, out_dir=tmp_path, progress=False
+        )

@@ -101,6 +101,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         engine=args.engine,
         overrides=budget_overrides(args),
         instances=args.instances,
+        every_id=args.every_id,
         progress=not args.quiet,
     )
     print(text)
@@ -223,6 +224,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="re-render the report from the committed cards (RESULTS/AGENT-SPLIT.json.gz of "
         "each protocol and the baselines' cards) without evaluating anything",
+    )
+    p.add_argument(
+        "--every-id",
+        action="store_true",
+        help="also play the policies on every other LR id (training ids, Adam variants) "
+        "into RESULTS/AGENT-other-SPLIT.json.gz, for the leaderboard",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--batch-size", type=int, default=32, help="diagnosis: episodes per batch")

@@ -161,7 +161,7 @@ def target_groups(targets: Sequence[str]) -> dict[str, list[str]]:
     from ganno_bench.envs.registry import spec
 
     groups = {f: [t for t in targets if family_of(t) == f] for f in families(targets)}
-    for t in targets:
+    for t in [t for ids in list(groups.values()) for t in ids]:
         if spec(t).difficulty == "hard":
             groups[_short(t).removeprefix("LayerLR-").removesuffix("-v0")] = [t]
     groups["all"] = list(targets)
@@ -327,7 +327,8 @@ def render_goal(table: Mapping[str, Any]) -> str:
     header.append("goal vs tuned-cosine")
     rows = []
     for entry in goal_rows(table):
-        row = [f"{entry['group']} ({len(entry['ids'])} ids)", _fmt(entry["iqm"])]
+        count = len(entry["ids"])
+        row = [f"{entry['group']} ({count} id{'s' if count > 1 else ''})", _fmt(entry["iqm"])]
         for name in GOAL_BASELINES:
             v = entry["versus"].get(name)
             row += [_fmt(v["iqm"]), _fmt(v["p_policy_better"])] if v else ["-", "-"]
@@ -399,7 +400,7 @@ def protocol_section(
     lines = [
         f"## Protocol `{p.name}`: {p.summary}",
         "",
-        f"**Conclusion.** {conclusion(tables)}",
+        f"**Conclusion.** Protocol `{p.name}`: {conclusion(tables)}",
         "",
         f"Policies: {', '.join(f'`{n}`' for n in policies)} (one per training seed S; "
         f"train with `{p.recipe}`).",
@@ -468,6 +469,13 @@ def write_report(
     return markdown
 
 
+def layer_lr_ids() -> list[str]:
+    """Every registered layerwise-LR id of the suite."""
+    from ganno_bench.envs.registry import list_envs, track_of
+
+    return [i for i in list_envs() if i.startswith("ganno/") and track_of(i) == "layer-lr"]
+
+
 def merged_card_path(results_dir: Path, p: Protocol, split: str) -> Path:
     return Path(results_dir) / f"{p.agent}-{split}.json.gz"
 
@@ -486,11 +494,16 @@ def reproduce_generalisation(
     engine: str = "batched",
     overrides: dict[str, Any] | None = None,
     instances: Sequence[int] | None = None,
+    every_id: bool = False,
     seed: int = 0,
     n_resamples: int = 2000,
     progress: bool = True,
 ) -> str:
     """Evaluate each protocol's policies on its targets and write the report.
+
+    ``every_id`` also plays them on every other layerwise-LR id (the training ids and the
+    Adam variants) into ``results_dir/AGENT-other-SPLIT.json.gz``, so the leaderboard
+    shows the policies on every id; the report uses the targets alone.
 
     ``policies`` replaces the shipped files of a single protocol; ``targets`` its targets.
     Baselines are ``baseline_cards``, or else the cards in ``results_dir``. The merged
@@ -507,6 +520,11 @@ def reproduce_generalisation(
         raise ValueError("policies= and targets= apply to one protocol; name exactly one")
     out_dir, results_dir = Path(out_dir), Path(results_dir)
     partial = bool(overrides) or instances is not None
+    if every_id and partial:
+        raise ValueError(
+            "every_id writes the leaderboard's cards of the policies on every id: it takes "
+            "no budget overrides or instance subsets"
+        )
     if baseline_cards is None:
         baseline_cards = [] if partial else load_cards(results_dir)
     metric = "neg_test_loss" if overrides else "normalised_score"
@@ -530,6 +548,19 @@ def reproduce_generalisation(
             made.append(card)
             if not partial:
                 write_card(card, merged_card_path(results_dir, p, split))
+            if every_id and not partial:
+                rest = [i for i in layer_lr_ids() if i not in card["envs"]]
+                other = evaluate_policies(
+                    files,
+                    split,
+                    out_dir / "cards" / "other",
+                    targets=rest,
+                    agent_name=p.agent,
+                    workers=workers,
+                    engine=engine,
+                    progress=progress,
+                )
+                write_card(other, results_dir / f"{p.agent}-other-{split}.json.gz")
             tables.append(
                 generalisation_table(
                     card,

@@ -58,20 +58,6 @@ PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol(
-            name="100k",
-            agent="ppo-mlp-easy",
-            train_ids=(_MLP_EASY,),
-            targets=(*MLP_TARGETS, _CNN_EASY, *CNN_TARGETS),
-            recipe=(
-                f"ganno-bench train ppo --env {_MLP_EASY} --timesteps 100000 --seed S "
-                "--export baselines/ppo/ppo-mlp-easy-seedS.zip"
-            ),
-            summary="MLP-Easy only, 100k timesteps, 4 sequential copies (the first policies)",
-            config=None,
-            timesteps=100_000,
-            checkpoint_every=10_000,
-        ),
-        Protocol(
             name="a",
             agent="ppo-a-mlp-easy",
             train_ids=(_MLP_EASY,),
@@ -93,6 +79,20 @@ PROTOCOLS: dict[str, Protocol] = {
             "16 batched copies of each",
             config="protocol-b.toml",
             timesteps=500_000,
+        ),
+        Protocol(
+            name="100k",
+            agent="ppo-mlp-easy",
+            train_ids=(_MLP_EASY,),
+            targets=(*MLP_TARGETS, _CNN_EASY, *CNN_TARGETS),
+            recipe=(
+                f"ganno-bench train ppo --env {_MLP_EASY} --timesteps 100000 --seed S "
+                "--export baselines/ppo/ppo-mlp-easy-seedS.zip"
+            ),
+            summary="MLP-Easy only, 100k timesteps, 4 sequential copies (the first policies)",
+            config=None,
+            timesteps=100_000,
+            checkpoint_every=10_000,
         ),
     )
 }

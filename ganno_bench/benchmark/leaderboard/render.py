@@ -92,7 +92,7 @@ def _title(split: str, track: str) -> str:
 TABLES_PER_SECTION = 5  # ranking, families, per id, probability of improvement, compute
 
 EXPERIMENTS = {
-    "generalisation": "trained on an easy MLP, played on harder networks "
+    "generalisation": "trained on easy networks, played on harder ones "
     "(`ganno-bench reproduce generalisation`)",
     "boil": "BOIL's claim: schedule found versus tuning time (`ganno-bench boil claim`)",
 }

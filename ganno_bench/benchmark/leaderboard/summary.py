@@ -106,7 +106,8 @@ def split_headline(
 
 def experiment_conclusions(out_dir: Path, experiments: Mapping[str, str]) -> list[str]:
     """One bullet per experiment report beside the leaderboard: its link, what it is, and
-    its generated conclusion where the report states one."""
+    its generated conclusions where the report states some (one per line, e.g. one per
+    training protocol of the generalisation study)."""
     lines = []
     for name, what in experiments.items():
         report = out_dir / name / "README.md"
@@ -117,6 +118,10 @@ def experiment_conclusions(out_dir: Path, experiments: Mapping[str, str]) -> lis
             for line in report.read_text().splitlines()
             if line.startswith(CONCLUSION)
         ]
-        conclusion = found[0] if found else "see the report."
-        lines.append(f"* [{name}]({name}/README.md), {what}: {conclusion}")
+        if len(found) <= 1:
+            conclusion = found[0] if found else "see the report."
+            lines.append(f"* [{name}]({name}/README.md), {what}: {conclusion}")
+        else:
+            lines.append(f"* [{name}]({name}/README.md), {what}:")
+            lines += [f"  * {c}" for c in found]
     return lines
