@@ -21,6 +21,16 @@ ALL_IDS = ganno_bench.list_envs()
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (batched and sequential numbers compared at one
+    thread), the caller's count restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny() -> dict:
     return dict(TINY)
 

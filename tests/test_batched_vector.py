@@ -21,12 +21,7 @@ TINY = {"decisions": 3, "inner_steps": 2}
 RTOL, ATOL = 1e-3, 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def batched(num_copies: int, seed: int | None = 0, **overrides):

@@ -19,12 +19,7 @@ MLP, CNN = "ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"
 TINY = {"decisions": 3, "inner_steps": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def play(venv, steps: int, seed: int = 0):
