@@ -241,7 +241,11 @@ def lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
     layers = max((len(s) for s in schedules), default=1)
     cols = min(PANEL_COLUMNS, max(1, len(runs)))
     rows = -(-len(runs) // cols)
-    fig = figure(2.1 * cols + 0.7, 1.6 * rows + 1.2, (0.6, 0.1, 0.75, 0.45))
+    width = 2.1 * cols + 0.7
+    legend_columns = max(1, min(layers, 8, int(width / 1.3)))  # ~1.3 in a legend entry
+    legend_rows = -(-layers // legend_columns)
+    bottom = 0.55 + 0.2 * legend_rows
+    fig = figure(width, 1.6 * rows + 1.0 + 0.2 * legend_rows, (0.6, 0.1, bottom, 0.45))
     fig.subplots_adjust(wspace=0.08, hspace=0.3)
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     colours = colormaps["viridis"](np.linspace(0.0, 0.9, layers))
@@ -256,7 +260,7 @@ def lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
     for k, ax in enumerate(axes):  # tick labels on the outer panels only
         ax.xaxis.set_tick_params(labelbottom=k + cols >= len(runs))
         ax.set_visible(k < len(runs))
-    fig.supxlabel("decision", fontsize="small", y=0.3 / fig.get_figheight())
+    fig.supxlabel("decision", fontsize="small", y=(bottom - 0.45) / fig.get_figheight())
     fig.supylabel("mean log10 learning rate", fontsize="small", x=0.1 / fig.get_figwidth())
     fig.suptitle(f"Per-layer learning rates, {env_id}", y=1 - 0.08 / fig.get_figheight())
     handles = [Line2D([], [], color=colours[k], lw=1.5) for k in range(layers)]
@@ -266,7 +270,7 @@ def lrs_plot(env_id: str, runs: Sequence[Run], path: Path) -> Path:
         handles,
         names,
         loc="lower center",
-        ncol=min(layers, 8),
+        ncol=legend_columns,
         fontsize="small",
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
