@@ -39,9 +39,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.split,
             args.seeds,
             out=out,
-            workers=args.workers,
+            workers=args.workers if args.workers or args.backend == "ray" else 1,
             progress=not args.quiet,
             rerun=True,  # checked just above
+            backend=args.backend,
+            address=args.address,
             engine=args.engine,
             batch_size=args.batch_size,
             device=args.device,
@@ -178,7 +180,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--instances", type=int, nargs="+", help="only these instance indices")
     p.add_argument("--out", help="result card path (default: AGENT-SPLIT.json); resumable")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="episodes at once: parallel processes (default 1), or Ray tasks in flight "
+        "(default: one per CPU of the Ray cluster)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["processes", "ray"],
+        default="processes",
+        help="where episodes run: this machine's processes, or Ray tasks (a local Ray, or "
+        "the cluster at --address); the episodes are the same",
+    )
+    p.add_argument(
+        "--address",
+        help="a Ray cluster to join (e.g. 10.0.0.1:6379, or auto); needs --backend ray",
+    )
     p.add_argument(
         "--engine",
         choices=["sequential", "batched"],
