@@ -194,7 +194,8 @@ class TunePBTAgent:
                     scheduler=scheduler,
                     num_samples=cfg.population,
                     search_alg=BasicVariantGenerator(points_to_evaluate=configs),
-                    max_concurrent_trials=cfg.population,
+                    # an exploited member continues in its process: no new worker per exploit
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     storage_path=str(storage),

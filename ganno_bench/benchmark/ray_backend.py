@@ -56,8 +56,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> Any:
         "log_to_driver": False,
         "configure_logging": False,
     }
-    if address is None:
-        options["num_cpus"] = num_cpus
+    if address is None:  # "local": never the last cluster `ray start` left on this machine
+        options.update(address="local", num_cpus=num_cpus)
     else:
         _check_reachable(address)
         options["address"] = address
