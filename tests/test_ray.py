@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import ganno_bench
@@ -253,3 +254,26 @@ def test_the_batched_engine_and_an_unknown_backend_are_refused_clearly():
         )
     with pytest.raises(ValueError, match="backend='ray'"):
         ganno_bench.evaluate(agent, [EASY], address="127.0.0.1:1", overrides=TINY)
+
+
+def test_pbt_on_tune_with_four_members_plays_a_lineage_that_replays_exactly(tmp_path):
+    """Tune's exploits restore env checkpoints: the winner's recorded rates, replayed from
+    the episode's start in one fresh env, must give its recorded curve and test loss."""
+    from ganno_bench.agents.protocol import ScheduleAgent
+    from ganno_bench.baselines.pbt import PBTConfig
+    from ganno_bench.baselines.tune_pbt import TunePBTAgent
+
+    budget = {"decisions": 4, "inner_steps": 2}
+    agent = TunePBTAgent("pbt-tune", PBTConfig(population=4, ready=2))
+    kwargs = {"overrides": budget, "instances": [3], "progress": False}
+    card = ganno_bench.evaluate(agent, [EASY], "test", [0], out=tmp_path / "pbt.json", **kwargs)
+    validate_card(card)
+    assert card["agent"]["config"]["backend"] == "ray-tune"
+    assert card["agent"]["compute_multiple"] == 4.0
+    (episode,) = card["episodes"]
+    rates = np.array(episode["lrs"])
+    assert rates.shape == (4, 3)
+    replay = ScheduleAgent(lambda t, n: list(np.log10(rates[t])), "replay")
+    (again,) = ganno_bench.evaluate(replay, [EASY], "test", [0], **kwargs)["episodes"]
+    np.testing.assert_allclose(again["curves"]["val_loss"], episode["curves"]["val_loss"], 1e-5)
+    assert again["final_test_loss"] == pytest.approx(episode["final_test_loss"], rel=1e-5)

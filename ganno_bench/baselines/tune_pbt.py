@@ -9,6 +9,8 @@ top-quantile trial's checkpoint) and explores (each layer's rate times a perturb
 factor, or resampled from the prior with ``resample_probability``) with the native
 config's quantile, factors and prior; the initial population is the native one (member 0
 the instance's initial rate, the others drawn from the prior with the episode's seed).
+Members report to Tune at PBT's perturbation points only (every ``ready`` decisions and
+at the end): what PBT reads, and a quarter of Tune's per-result cost.
 The episode's result is the member with the lowest final validation loss, as natively.
 
 Tune's perturbations draw from Python's ``random`` and numpy's global generator, seeded
@@ -19,6 +21,7 @@ Ray is optional: this module imports it only when an episode is played.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import random
 import shutil
@@ -95,12 +98,12 @@ def _member(
             if not env.agents:
                 state["final"], state["ended"] = first, True
         state["t"] += 1
-        metrics = {"decision": state["t"], "val_loss": state["val_loss"]}
+        # PBT acts only at its perturbation points: reporting there alone (and at the end)
+        # spares Tune's driver three results in four, which on small tasks are its cost
         if state["t"] % ready == 0 or state["t"] == decisions:
+            metrics = {"decision": state["t"], "val_loss": state["val_loss"]}
             snapshot = None if state["ended"] else env.snapshot()
             tune.report(metrics, checkpoint=_checkpoint({**state, "snapshot": snapshot}))
-        else:
-            tune.report(metrics)
 
 
 class TunePBTAgent:
@@ -181,6 +184,8 @@ class TunePBTAgent:
             {"cpu": share},
         )
         storage = Path(tempfile.mkdtemp(prefix="ganno-tune-"))
+        # the card is the record: no CSV, JSON and TensorBoard logs per trial result
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         saved_random, saved_numpy = random.getstate(), np.random.get_state()
         random.seed(seed)  # Tune's exploit draws from `random`, its resampling from numpy's
         np.random.seed(seed % 2**32)
