@@ -144,16 +144,16 @@ class TunePBTAgent:
         return configs, (10 ** prior[0], 10 ** prior[1]), env.task.lr_bounds, env.task.decisions
 
     def play(self, make_env: Callable[[], Any], instance: int, seed: int) -> dict[str, Any]:
-        from ray import tune
-        from ray.tune.schedulers import PopulationBasedTraining
-        from ray.tune.search import BasicVariantGenerator
-
         from ganno_bench.benchmark.ray_backend import connect
 
         cfg = self.settings
         if not cfg.synchronous:
             raise ValueError("pbt-tune runs synchronous PBT (synchronous = true)")
-        ray = connect(self.address)
+        ray = connect(self.address)  # or an error saying how to install Ray
+        from ray import tune
+        from ray.tune.schedulers import PopulationBasedTraining
+        from ray.tune.search import BasicVariantGenerator
+
         configs, (low, high), bounds, decisions = self.initial_population(
             make_env, instance, seed
         )
