@@ -8,7 +8,8 @@ their exploit and explore choices from different random streams (numpy's generat
 the native loop, Python's ``random`` in Tune's scheduler) from the same initial
 population, so they should agree within noise, not bitwise.
 
-``python -m ganno_bench.experiments.pbt_backends NATIVE TUNE OUT.md``
+``python -m ganno_bench.experiments.pbt_backends NATIVE TUNE OUT.md`` (each side: cards or
+journals, comma-separated)
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ganno_bench.benchmark import journal
 from ganno_bench.benchmark.cards import load_card
 from ganno_bench.benchmark.leaderboard.runs import scores_for
 from ganno_bench.benchmark.stats import aggregate, fmt, probability_of_improvement
+
+MIN_EPISODES = 6  # below this, a bootstrap CI says little
 
 
 def _paired(native: dict[str, Any], tune: dict[str, Any]) -> tuple[dict, dict]:
@@ -50,11 +54,14 @@ def compare(native: dict[str, Any], tune: dict[str, Any]) -> str:
         a["final_test_loss"] == b["final_test_loss"]
         for a, b in zip(native["episodes"], tune["episodes"], strict=True)
     )
-    verdict = (
-        "they do not differ beyond noise"
-        if overlap and noise
-        else "they differ beyond noise"
-    )
+    if len(native["episodes"]) < MIN_EPISODES:
+        verdict = (
+            f"too few paired episodes (under {MIN_EPISODES}) to tell a difference from noise"
+        )
+    elif overlap and noise:
+        verdict = "they do not differ beyond noise (the CIs overlap and P's CI holds 0.5)"
+    else:
+        verdict = "they differ beyond noise"
     lines = [
         "# PBT: native loop against Ray Tune's PopulationBasedTraining",
         "",
@@ -93,9 +100,31 @@ def compare(native: dict[str, Any], tune: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_runs(paths: list[str]) -> dict[str, Any]:
+    """One card of the episodes of several cards of the same agent and split, or of their
+    journals (``.partial.jsonl``: the episodes an unfinished run has so far)."""
+    merged: dict[str, Any] | None = None
+    for path in paths:
+        if path.endswith(".partial.jsonl"):
+            records = journal.read_records(Path(path))
+            card = {**records[0]["header"], "episodes": [r for r in records[1:] if r]}
+        else:
+            card = load_card(path)
+        if merged is None:
+            merged = {**card, "episodes": list(card["episodes"])}
+        elif (card["agent"], card["split"]) != (merged["agent"], merged["split"]):
+            raise ValueError(f"{path} is another agent's or split's run")
+        else:
+            merged["episodes"] += card["episodes"]
+    if merged is None:
+        raise ValueError("no card given")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``NATIVE[,NATIVE...] TUNE[,TUNE...] OUT.md``: cards or journals, comma-separated."""
     native, tune, out = argv if argv is not None else sys.argv[1:]
-    report = compare(load_card(native), load_card(tune))
+    report = compare(load_runs(native.split(",")), load_runs(tune.split(",")))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(report)
     print(report)
