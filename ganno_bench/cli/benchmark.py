@@ -39,7 +39,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.split,
             args.seeds,
             out=out,
-            workers=args.workers if args.workers or args.backend == "ray" else 1,
+            # Ray: the episodes in flight, 0 for one per CPU of the cluster
+            workers=None if args.backend == "ray" and args.workers == 0 else args.workers,
             progress=not args.quiet,
             rerun=True,  # checked just above
             backend=args.backend,
@@ -180,18 +181,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--instances", type=int, nargs="+", help="only these instance indices")
     p.add_argument("--out", help="result card path (default: AGENT-SPLIT.json); resumable")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="episodes at once: parallel processes (default 1), or Ray tasks in flight "
-        "(default: one per CPU of the Ray cluster)",
-    )
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument(
         "--backend",
         choices=["processes", "ray"],
         default="processes",
         help="where episodes run: this machine's processes, or Ray tasks (a local Ray, or "
-        "the cluster at --address); the episodes are the same",
+        "the cluster at --address; --workers tasks in flight, 0: one per CPU of the "
+        "cluster); the episodes are the same",
     )
     p.add_argument(
         "--address",
