@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 # Token authentication is Ray's default; a throwaway cluster on loopback does without it
 # (every node, the driver and the CLI runs it drives must agree on that).
-NO_AUTH = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+NO_AUTH = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
 
 
 def _node(*args: str, temp: Path) -> subprocess.Popen:

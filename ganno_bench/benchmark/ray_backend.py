@@ -58,6 +58,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> Any:
     }
     if address is None:  # "local": never the last cluster `ray start` left on this machine
         options.update(address="local", num_cpus=num_cpus)
+        # Ray runs its workers at niceness 15 by default: on a shared machine that starves
+        # episodes against every other process (the process pool's workers run at 0)
+        os.environ.setdefault("RAY_worker_niceness", "0")
     else:
         _check_reachable(address)
         options["address"] = address
