@@ -376,7 +376,9 @@ def evaluate(
             from ganno_bench.benchmark import ray_backend
 
             specs = {env_id: spec(env_id) for env_id in ids}
-            ray_backend.run_episodes(jobs, specs, keep, address=address, workers=workers)
+            ray_backend.run_episodes(
+                run_episode, jobs, specs, keep, address=address, workers=workers
+            )
         elif workers is None or workers <= 1:
             with single_threaded():
                 for job in jobs:

@@ -90,12 +90,12 @@ def _check_reachable(address: str) -> None:
         ) from exc
 
 
-def _episode_task(env_spec: Any, job: tuple) -> dict[str, Any]:
-    """Run one episode in a Ray worker, on one torch thread. The id's spec travels with
-    the job, so tasks a user registered in the driver are known to every worker."""
+def _episode_task(play: Callable[..., dict], env_spec: Any, job: tuple) -> dict[str, Any]:
+    """Run one episode (``play(*job)``, the evaluation's ``run_episode``) in a Ray worker,
+    on one torch thread. The id's spec travels with the job, so tasks a user registered in
+    the driver are known to every worker."""
     import torch
 
-    from ganno_bench.benchmark.evaluation import run_episode
     from ganno_bench.envs import registry
 
     torch.set_num_threads(1)
@@ -105,10 +105,11 @@ def _episode_task(env_spec: Any, job: tuple) -> dict[str, Any]:
         known = False
     if not known:
         registry.register(env_spec, replace=True)
-    return run_episode(*job)
+    return play(*job)
 
 
 def run_episodes(
+    play: Callable[..., dict[str, Any]],
     jobs: Sequence[tuple],
     specs: dict[str, Any],
     keep: Callable[[dict[str, Any]], None],
@@ -116,28 +117,34 @@ def run_episodes(
     address: str | None = None,
     workers: int | None = None,
 ) -> None:
-    """Play ``jobs`` (``run_episode``'s arguments) as Ray tasks and ``keep`` each record as
+    """Play ``jobs`` (``play``'s arguments) as Ray tasks and ``keep`` each record as
     soon as it is back. ``workers``: the most episodes in flight (None: one per CPU of the
     cluster); with no address, the local Ray gets that many CPUs."""
     ray = connect(address, num_cpus=workers)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     remote = ray.remote(num_cpus=1, max_retries=EPISODE_RETRIES)(_episode_task)
-    for record in _as_completed(ray, remote, jobs, specs, workers):
+    for record in _as_completed(ray, remote, play, jobs, specs, workers):
         keep(record)
 
 
 def _as_completed(
-    ray: Any, remote: Any, jobs: Sequence[tuple], specs: dict[str, Any], workers: int
+    ray: Any,
+    remote: Any,
+    play: Callable[..., dict[str, Any]],
+    jobs: Sequence[tuple],
+    specs: dict[str, Any],
+    workers: int,
 ) -> Iterator[dict[str, Any]]:
     """Records in the order they finish, with at most ``workers`` tasks submitted at once
     (the rest wait in the driver, so a killed driver leaves little queued work behind)."""
     spec_refs = {env_id: ray.put(s) for env_id, s in specs.items()}
+    play_ref = ray.put(play)
     pending = iter(jobs)
     in_flight = []
     try:
         for job in pending:
-            in_flight.append(remote.remote(spec_refs[job[1]], job))
+            in_flight.append(remote.remote(play_ref, spec_refs[job[1]], job))
             if len(in_flight) >= workers:
                 break
         while in_flight:
@@ -146,7 +153,7 @@ def _as_completed(
                 yield ray.get(ref)
                 nxt = next(pending, None)
                 if nxt is not None:
-                    in_flight.append(remote.remote(spec_refs[nxt[1]], nxt))
+                    in_flight.append(remote.remote(play_ref, spec_refs[nxt[1]], nxt))
     finally:
         for ref in in_flight:  # an interrupted driver stops its queued episodes
             ray.cancel(ref, force=True)

@@ -60,18 +60,18 @@ def measure_backends(
     remote = ray.remote(num_cpus=1, max_retries=ray_backend.EPISODE_RETRIES)(
         ray_backend._episode_task
     )
-    spec_ref = ray.put(spec(env_id))
+    spec_ref, play_ref = ray.put(spec(env_id)), ray.put(run_episode)
     job = _job(env_id, 0, agent)
     pool_times, ray_times = [], []
     with ProcessPoolExecutor(1, mp_context=worker_context(), initializer=init_worker) as pool:
         pool.submit(_pool_episode, job).result()  # warm both: imports, data, first episode
-        ray.get(remote.remote(spec_ref, job))
+        ray.get(remote.remote(play_ref, spec_ref, job))
         for _ in range(repeats):
             start = time.perf_counter()
             pool.submit(_pool_episode, job).result()
             pool_times.append(time.perf_counter() - start)
             start = time.perf_counter()
-            ray.get(remote.remote(spec_ref, job))
+            ray.get(remote.remote(play_ref, spec_ref, job))
             ray_times.append(time.perf_counter() - start)
     jobs = [_job(env_id, k, agent) for k in range(episodes)]
     throughput: dict[str, dict[int, float]] = {"processes": {}, "ray": {}}
@@ -84,9 +84,11 @@ def measure_backends(
             for future in as_completed([pool.submit(_pool_episode, j) for j in jobs]):
                 future.result()
             throughput["processes"][count] = episodes / (time.perf_counter() - start)
-        ray.get([remote.remote(spec_ref, j) for j in jobs[:count]])
+        ray.get([remote.remote(play_ref, spec_ref, j) for j in jobs[:count]])
         start = time.perf_counter()
-        ray_backend.run_episodes(jobs, {env_id: spec(env_id)}, lambda _: None, workers=count)
+        ray_backend.run_episodes(
+            run_episode, jobs, {env_id: spec(env_id)}, lambda _: None, workers=count
+        )
         throughput["ray"][count] = episodes / (time.perf_counter() - start)
     return BackendResult(
         env_id,
