@@ -2,7 +2,8 @@
 
 The table's keys say which method builds the agent: ``scheduler`` (a global schedule),
 ``rule`` (a layerwise rule), ``batch_rule`` (the batch-size track), or ``method`` =
-``"pbt"``, ``"best-of"``, ``"family"`` (BOIL's tuned schedule) or ``"arbiter"``.
+``"pbt"``, ``"pbt-tune"`` (the same on Ray Tune), ``"best-of"``, ``"family"`` (BOIL's
+tuned schedule) or ``"arbiter"``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def _agent_from_table(path: Path, name: str, table: dict[str, Any]) -> Any:
         if "perturbation_factors" in table:
             table["perturbation_factors"] = tuple(table["perturbation_factors"])
         return PBTAgent(name, PBTConfig(**table))
+    if method == "pbt-tune":  # the same options, run by Ray Tune's PopulationBasedTraining
+        from ganno_bench.baselines.tune_pbt import TunePBTAgent
+
+        if "perturbation_factors" in table:
+            table["perturbation_factors"] = tuple(table["perturbation_factors"])
+        return TunePBTAgent(name, PBTConfig(**table))
     if method == "best-of":
 
         member = table.pop("member", None)
@@ -73,5 +80,5 @@ def _agent_from_table(path: Path, name: str, table: dict[str, Any]) -> Any:
     got = f"method {method!r}" if method is not None else f"keys {sorted(table)}"
     raise ValueError(
         f"{path}: baseline {name!r} needs 'scheduler', 'rule', 'batch_rule' or a method "
-        f'("pbt", "best-of", "family", "arbiter"); got {got}'
+        f'("pbt", "pbt-tune", "best-of", "family", "arbiter"); got {got}'
     )

@@ -38,13 +38,18 @@ def _policy_agent(path: Path) -> Agent:
 
 
 def load_agent(spec: str) -> Agent:
-    """A shipped agent by name, a saved policy (``PATH.zip``, see :class:`PolicyAgent`), or
+    """A shipped agent by name, a saved policy (``PATH.zip``, see :class:`PolicyAgent`; or
+    an RLlib run's ``RUN/policy`` folder), or
     ``module:attribute`` (an Agent or a factory of one)."""
     agents = builtin_agents()
     if spec in agents:
         return agents[spec]()
     if spec.endswith(".zip"):
         return _policy_agent(Path(spec))
+    if (Path(spec) / "ganno_policy.json").exists():  # a policy exported by RLlib training
+        from ganno_bench.baselines.rllib_ppo import RLlibPolicyAgent
+
+        return RLlibPolicyAgent(spec)
     if ":" not in spec:
         close = difflib.get_close_matches(spec, agents, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

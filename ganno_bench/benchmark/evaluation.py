@@ -227,6 +227,21 @@ def _worker_episode(args: tuple) -> dict[str, Any]:
 
 
 ENGINES = ("sequential", "batched")
+# Where episodes run: this machine's processes (``workers`` of them), or Ray tasks on this
+# machine or a cluster (``ganno_bench.benchmark.ray_backend``). The episodes are the same.
+BACKENDS = ("processes", "ray")
+
+
+def _check_backend(backend: str, engine: str, address: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "ray" and engine == "batched":
+        raise ValueError(
+            "the batched engine plays its episodes in this process: use --backend processes "
+            "with --engine batched, or the sequential engine on Ray"
+        )
+    if address is not None and backend != "ray":
+        raise ValueError(f"an address is a Ray cluster's: pass backend='ray' with {address!r}")
 
 
 def _engine_for(agent: Any, ids: Sequence[str], engine: str, batch_size: int) -> str:
@@ -281,7 +296,7 @@ def evaluate(
     seeds: Sequence[int] = (0, 1, 2),
     *,
     out: str | os.PathLike | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     overrides: dict[str, Any] | None = None,
     instances: Sequence[int] | None = None,
     progress: bool = True,
@@ -290,6 +305,8 @@ def evaluate(
     device: str = "cpu",
     references_dir: str | os.PathLike | None = None,
     rerun: bool = False,
+    backend: str = "processes",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``agent`` on every frozen instance of ``split`` for each seed; return the card.
 
@@ -302,6 +319,10 @@ def evaluate(
     batched engine (on ``device``), for agents that act per decision; outer-loop and
     privileged agents, and batch-size ids, keep the sequential engine (a warning says so).
     The card records the engine its episodes ran on.
+    ``backend="ray"`` plays each episode as a Ray task (at most ``workers`` at once; None:
+    one per CPU of the cluster) on a local Ray, or on the cluster at ``address``; the
+    episodes equal the process pool's, and the card says ``"backend": "ray"`` (cards without
+    the key ran in local processes). Resuming works across backends.
     ``references_dir``: the folder of the references that score the episodes, for user
     tasks registered without one (the default: the registered or shipped folder).
     """
@@ -315,6 +336,7 @@ def evaluate(
         )
         if card is not None:
             return card
+    _check_backend(backend, engine, address)
     engine = _engine_for(agent, ids, engine, batch_size)
     header = _run_header(agent, ids, split, seeds, overrides, instances, engine)
     journal_path = Path(str(out) + ".partial.jsonl") if out is not None else None
@@ -356,7 +378,14 @@ def evaluate(
         ]
         if engine == "batched":
             _run_batches(agent, todo, split, overrides, references, batch_size, device, keep)
-        elif workers <= 1:
+        elif backend == "ray":
+            from ganno_bench.benchmark import ray_backend
+
+            specs = {env_id: spec(env_id) for env_id in ids}
+            ray_backend.run_episodes(
+                run_episode, jobs, specs, keep, address=address, workers=workers
+            )
+        elif workers is None or workers <= 1:
             with single_threaded():
                 for job in jobs:
                     keep(run_episode(*job))
@@ -391,6 +420,8 @@ def evaluate(
         "hardware": hardware(torch_threads=1),  # every episode ran single-threaded
         "created": now(),
     }
+    if backend != "processes":  # outside the header: a run may resume on another backend
+        card["backend"] = backend
     if out is not None:
         write_card(card, out)
         journal_path.unlink(missing_ok=True)

@@ -35,6 +35,29 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_rllib(args: argparse.Namespace, overrides: dict, names: str) -> int:
+    """``train ppo --backend rllib``: RLlib PPO, env runners on Ray workers."""
+    from ganno_bench.baselines.rllib_ppo import train_rllib_ppo
+
+    if len(args.env) > 1 or args.recurrent or args.config:
+        raise ValueError(
+            "--backend rllib trains on one --env with RLlib's PPO defaults (no --recurrent, "
+            "no --config); use the default backend for those"
+        )
+    out = args.out or f"runs/rllib-ppo-{names}-seed{args.seed}"
+    policy = train_rllib_ppo(
+        args.env[0],
+        args.timesteps,
+        out,
+        seed=args.seed,
+        overrides=overrides,
+        env_runners=max(1, args.cpus),
+        address=args.address,
+    )
+    print(f"wrote {policy}: evaluate it with `ganno-bench evaluate --agent {policy} ...`")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one Stable-Baselines3 PPO policy shared by every layer on the id's train split:
     each layer of each env copy is one vector-env slot, so a timestep is one layer's
@@ -43,6 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     again resumes from the newest checkpoint."""
     overrides = budget_overrides(args)
     names = "+".join(env_id.split("/")[-1] for env_id in args.env)
+    if args.backend == "rllib":
+        return _train_rllib(args, overrides, names)
     config = None
     if args.config:
         config = load_ppo_config(args.recurrent, path=args.config)
@@ -138,6 +163,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the envs, torch and PPO")
     p.add_argument("--out", help="run folder (default: runs/ppo-NAME-seedS); rerun to resume")
+    p.add_argument(
+        "--backend",
+        choices=["sb3", "rllib"],
+        default="sb3",
+        help="sb3: Stable-Baselines3 here; rllib: RLlib's PPO with env runners on Ray workers "
+        "(--cpus of them; the [rllib] extra, README 'Scaling out')",
+    )
+    p.add_argument("--address", help="rllib: a Ray cluster to join (default: a local Ray)")
     p.add_argument("--recurrent", action="store_true", help="sb3-contrib RecurrentPPO (LSTM)")
     p.add_argument("--copies", type=int, help="env copies per rollout (default: the config's)")
     p.add_argument("--cpus", type=int, default=0, help="worker processes for the env copies")

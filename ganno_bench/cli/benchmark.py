@@ -39,9 +39,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.split,
             args.seeds,
             out=out,
-            workers=args.workers,
+            # Ray: the episodes in flight, 0 for one per CPU of the cluster
+            workers=None if args.backend == "ray" and args.workers == 0 else args.workers,
             progress=not args.quiet,
             rerun=True,  # checked just above
+            backend=args.backend,
+            address=args.address,
             engine=args.engine,
             batch_size=args.batch_size,
             device=args.device,
@@ -179,6 +182,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", type=int, nargs="+", help="only these instance indices")
     p.add_argument("--out", help="result card path (default: AGENT-SPLIT.json); resumable")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument(
+        "--backend",
+        choices=["processes", "ray"],
+        default="processes",
+        help="where episodes run: this machine's processes, or Ray tasks (a local Ray, or "
+        "the cluster at --address; --workers tasks in flight, 0: one per CPU of the "
+        "cluster); the episodes are the same",
+    )
+    p.add_argument(
+        "--address",
+        help="a Ray cluster to join (e.g. 10.0.0.1:6379, or auto); needs --backend ray",
+    )
     p.add_argument(
         "--engine",
         choices=["sequential", "batched"],

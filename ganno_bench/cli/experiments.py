@@ -118,6 +118,18 @@ def _has_policies(name: str) -> bool:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Speed benches that print ratios measured side by side in one run."""
+    if args.which == "backends":  # workers always run one torch thread: --threads is moot
+        from ganno_bench.experiments.backend_bench import (
+            DEFAULT_BACKEND_ID,
+            format_backends,
+            measure_backends,
+        )
+
+        env_id = (args.env or [DEFAULT_BACKEND_ID])[0]
+        spec(env_id)
+        result = measure_backends(env_id, repeats=args.repeats, episodes=args.episodes)
+        print(format_backends(result))
+        return 0
     threads = [None if t == 0 else t for t in args.threads]
     for count in threads:
         label = "all" if count is None else count
@@ -240,9 +252,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="speed benchmarks that print ratios")
     p.add_argument(
         "which",
-        choices=["overhead", "batched"],
+        choices=["overhead", "batched", "backends"],
         help="overhead: an env decision against a plain PyTorch loop; batched: N sequential "
-        "envs' inner steps against one batched engine of N slots (and PPO timesteps/s)",
+        "envs' inner steps against one batched engine of N slots (and PPO timesteps/s); "
+        "backends: an episode as a Ray task against a process-pool worker, and both "
+        "backends' episodes/s with 1 and 2 workers (needs the [ray] extra)",
     )
     p.add_argument("--env", action="append", help="id to measure (repeatable)")
     p.add_argument("--decisions", type=int, default=200, help="overhead: decisions timed")
@@ -255,7 +269,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "busy machine more threads inflate absolute times",
     )
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 128], help="batched: N")
-    p.add_argument("--repeats", type=int, default=5, help="batched: timed repeats per N")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="batched: timed repeats per N; backends: episodes"
+    )
+    p.add_argument(
+        "--episodes", type=int, default=8, help="backends: episodes per throughput batch"
+    )
     p.add_argument(
         "--ppo-copies",
         type=int,

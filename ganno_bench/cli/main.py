@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ganno_bench.baselines.zoo import UnknownAgentError
+from ganno_bench.benchmark.ray_backend import RayUnavailableError
 from ganno_bench.cli import baselines, benchmark, demo, experiments, suite
 from ganno_bench.envs.registry import UnknownEnvironmentError
 from ganno_bench.version import __version__
@@ -162,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
         TypeError,
+        RayUnavailableError,  # how to install it
+        ConnectionError,  # a Ray cluster that does not answer
     ) as exc:
         print(f"ganno-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,54 @@
+"""RLlib PPO with one policy shared by every layer: a few iterations on Ray workers, and
+the exported policy played by ``evaluate`` like the SB3 ones. Needs ray[rllib], which pins
+gymnasium 1.2.2: CI runs this in a venv of its own (``.ci/run``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ganno_bench
+from ganno_bench.baselines.zoo import load_agent
+from ganno_bench.benchmark.cards import validate_card
+
+pytest.importorskip(
+    "ray.rllib",
+    reason='ray[rllib] is not installed (it pins gymnasium 1.2.2): in a venv of its own, '
+    'pip install -c constraints.txt "gymnasium==1.2.2" -e ".[rllib,test]"',
+)
+
+EASY = "ganno/LayerLR-MLP-Easy-v0"
+BUDGET = {"decisions": 3, "inner_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    import ray
+
+    from ganno_bench.baselines.rllib_ppo import train_rllib_ppo
+
+    out = tmp_path_factory.mktemp("rllib") / "run"
+    try:
+        yield train_rllib_ppo(
+            EASY, 48, out, seed=0, overrides=BUDGET, env_runners=1, batch_size=24
+        )
+    finally:
+        ray.shutdown()
+
+
+def test_a_few_rllib_iterations_export_a_shared_policy_evaluate_plays(policy):
+    run = json.loads((policy.parent / "run.json").read_text())
+    assert run["backend"] == "rllib" and run["env_id"] == EASY
+    assert (policy.parent / "checkpoint" / "rllib_checkpoint.json").exists()
+    agent = load_agent(str(policy))
+    kwargs = {"overrides": BUDGET, "instances": [0, 1], "progress": False}
+    card = ganno_bench.evaluate(agent, [EASY], "test", [0], **kwargs)
+    validate_card(card)
+    assert card["agent"]["config"]["backend"] == "rllib"
+    lrs = np.array([e["lrs"] for e in card["episodes"]])
+    assert lrs.shape == (2, 3, 3) and np.isfinite(lrs).all()
+    # workers load the module from its folder and play it the same way
+    again = ganno_bench.evaluate(load_agent(str(policy)), [EASY], "test", [0], workers=2, **kwargs)
+    assert [e["lrs"] for e in again["episodes"]] == [e["lrs"] for e in card["episodes"]]
