@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from ganno_bench.envs.registry import make
+from ganno_bench.inner.models import agent_layers
 
 DEFAULT_OVERHEAD_IDS = (
     "ganno/LayerLR-MLP-Easy-v0",
     "ganno/LayerLR-MLP-Hard-v0",
     "ganno/LayerLR-CNN-Easy-v0",
     "ganno/LayerLR-CNN-Hard-v0",
+    "ganno/LayerLR-Transformer-Easy-Adam-v0",
 )
 
 
@@ -53,9 +55,7 @@ class _PlainLoop:
         self.x, self.y = trainer._data["train"]
         self.x_val, self.y_val = trainer._data["val"]
         self.batch_size = min(instance.batch_size, len(self.y))
-        layers = [
-            m for m in self.network.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
-        ]
+        layers = agent_layers(self.network)  # one param group per layer, as the env has
         groups = [{"params": list(m.parameters())} for m in layers]
         if env.task.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
