@@ -121,14 +121,15 @@ def measure_overhead(
 
 
 def format_overhead(results: list[OverheadResult]) -> str:
+    width = max([34, *(len(r.env_id) for r in results)])
     header = (
-        f"{'env id':34} {'env ms':>8} {'plain ms':>9} {'ratio':>6} "
+        f"{'env id':{width}} {'env ms':>8} {'plain ms':>9} {'ratio':>6} "
         f"{'plain+val ms':>13} {'ratio':>6}"
     )
     rows = [header, "-" * len(header)]
     for r in results:
         rows.append(
-            f"{r.env_id:34} {r.env_ms:8.3f} {r.plain_ms:9.3f} {r.ratio:6.3f} "
+            f"{r.env_id:{width}} {r.env_ms:8.3f} {r.plain_ms:9.3f} {r.ratio:6.3f} "
             f"{r.plain_with_val_ms:13.3f} {r.ratio_with_val:6.3f}"
         )
     rows.append(
