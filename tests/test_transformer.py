@@ -156,6 +156,9 @@ def test_one_shared_ppo_policy_acts_on_mlp_cnn_and_transformer_ids():
 def test_batched_engine_refuses_transformers_and_names_the_fix():
     with pytest.raises(ValueError, match="engine='sequential'"):
         batched_trainer_for(spec(EASY), 2, "cpu")
+    with pytest.raises(ValueError, match="no kernels for embeddings"):
+        make_vec_env(EASY, num_copies=2, seed=0, engine="batched")
+    batched_trainer_for(spec("ganno/LayerLR-MLP-Easy-v0"), 2, "cpu")  # others still build
 
 
 def test_groups_report_kind_and_fan_in_to_the_observation():
