@@ -132,7 +132,6 @@ def test_grids_are_log_spaced_and_inside_the_learning_rate_bounds():
 # here so that the test fails when any other id lacks them, and again once these arrive
 # (then this set must shrink).
 PENDING_REFERENCES = {
-    "ganno/LayerLR-Transformer-Easy-Adam-v0",
     "ganno/LayerLR-Transformer-Medium-Adam-v0",
     "ganno/LayerLR-Transformer-Hard-Adam-v0",
 }
