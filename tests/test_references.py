@@ -128,9 +128,20 @@ def test_grids_are_log_spaced_and_inside_the_learning_rate_bounds():
         assert 10 ** grid.min() >= task.lr_bounds[0] and 10 ** grid.max() <= task.lr_bounds[1]
 
 
+# Ids whose references are still being computed (the transformer family is new): named
+# here so that the test fails when any other id lacks them, and again once these arrive
+# (then this set must shrink).
+PENDING_REFERENCES = {
+    "ganno/LayerLR-Transformer-Medium-Adam-v0",
+    "ganno/LayerLR-Transformer-Hard-Adam-v0",
+}
+
+
 def test_every_suite_id_has_shipped_references():
-    missing = sorted(set(LR_IDS) - set(SHIPPED))
-    assert not missing, f"no reference values for {missing}: run `ganno-bench references`"
+    missing = set(LR_IDS) - set(SHIPPED)
+    unexpected, arrived = sorted(missing - PENDING_REFERENCES), PENDING_REFERENCES - missing
+    assert not unexpected, f"no reference values for {unexpected}: run `ganno-bench references`"
+    assert not arrived, f"references of {sorted(arrived)} are shipped: drop them from PENDING"
 
 
 @pytest.mark.parametrize("env_id", RECOMPUTED or ["none"])

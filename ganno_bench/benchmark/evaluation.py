@@ -48,13 +48,14 @@ FAMILY_SUITES = {
     "all": "ganno/LayerLR-*",
     "mlp": "ganno/LayerLR-MLP-*",
     "cnn": "ganno/LayerLR-CNN-*",
+    "transformer": "ganno/LayerLR-Transformer-*",
     "batch-size": "ganno/BatchSize-*",
 }
 
 
 def resolve_ids(patterns: Iterable[str]) -> list[str]:
-    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn:
-    layerwise learning rate; batch-size: the batch-size track)."""
+    """Ids from exact ids, shell globs (``ganno/*Easy*``) or suite names (all, mlp, cnn,
+    transformer: layerwise learning rate; batch-size: the batch-size track)."""
     ids: list[str] = []
     for pattern in patterns:
         glob = FAMILY_SUITES.get(pattern.lower(), pattern)

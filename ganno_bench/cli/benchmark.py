@@ -168,8 +168,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--env",
         action="append",
         required=True,
-        help="id, glob (ganno/LayerLR-*Easy*) or suite name (all, mlp, cnn, batch-size); "
-        "repeatable",
+        help="id, glob (ganno/LayerLR-*Easy*) or suite name (all, mlp, cnn, transformer, "
+        "batch-size); repeatable",
     )
     p.add_argument("--split", default="test", choices=SPLITS, help="instance split")
     p.add_argument(

@@ -13,6 +13,7 @@ from ganno_bench.envs.registry import list_envs, make, spec
 from ganno_bench.envs.suite import load_suite_specs, read_frozen, registration_errors, write_frozen
 from ganno_bench.inner.batch_task import BatchSizeTaskSpec
 from ganno_bench.inner.instances import FROZEN_SPLITS, SPLITS, build_frozen
+from ganno_bench.inner.models import agent_names
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -55,6 +56,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
     )
     print(f"  {task.description}")
     print(f"  data: {task.data.describe() if hasattr(task.data, 'describe') else task.data}")
+    dataset = task.load_data()
+    if dataset.loss_floor is not None:
+        references = ", ".join(f"{name} {loss:.4f}" for name, loss in dataset.reference_losses)
+        print(
+            f"  loss floor: {dataset.loss_floor:.4f} nats per prediction (the Bayes-optimal "
+            f"predictor on the inner-test part; "
+            f"{dataset.loss_floor / np.log(dataset.num_classes):.4f} x log(classes)); "
+            f"plug-in test losses: {references}"
+        )
     print(f"  network: {env.trainer.network}".replace("\n", "\n  "))
     print(
         f"  inner optimiser: {task.optimizer} (momentum/beta1 from the instance), "
@@ -73,6 +83,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
             f"learning rates clipped to {task.lr_bounds}"
         )
     print(f"  agents ({len(env.possible_agents)}): {', '.join(env.possible_agents)}")
+    if not isinstance(task, BatchSizeTaskSpec):  # one agent per layer: say which is which
+        modules = agent_names(env.trainer.network)
+        for agent_id, module, info in zip(
+            env.possible_agents, modules, env.trainer.layers, strict=True
+        ):
+            print(f"    {agent_id:9} {module} ({info.kind}, fan-in {info.fan_in})")
     print(f"  observation per agent: {env.observation_space(agent)}")
     for name, (low, high, meaning) in (BATCH_FEATURES if batch_track else FEATURES).items():
         print(f"    {name:20} [{low:g}, {high:g}]  {meaning}")

@@ -15,7 +15,14 @@ import torch
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """Three labelled parts of one data set, as CPU tensors (inputs float32, labels int64)."""
+    """Three labelled parts of one data set, as CPU tensors (inputs float32, labels int64).
+
+    Token sequences (the ``hmm`` source) hold int64 token ids as inputs and the next token
+    at every position as labels, both ``(samples, length)``; accuracy and loss are then
+    per predicted token. ``loss_floor`` is the best achievable mean inner-test loss (nats
+    per prediction) where the source knows it, ``reference_losses`` named plug-in
+    predictors' test losses beside it, so that a model's loss has a scale.
+    """
 
     name: str
     x_train: torch.Tensor
@@ -25,6 +32,8 @@ class ArrayDataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    loss_floor: float | None = None
+    reference_losses: tuple[tuple[str, float], ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -33,6 +42,11 @@ class ArrayDataset:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether labels are per position (next-token prediction) rather than per sample."""
+        return self.y_train.dim() == 2
 
 
 @dataclass(frozen=True)

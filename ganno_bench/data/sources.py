@@ -17,6 +17,7 @@ import numpy as np
 
 from ganno_bench.data.dataset import ArrayDataset, Corruption, assemble_given_test, split_arrays
 from ganno_bench.data.local_files import load_cifar10, load_mnist_like
+from ganno_bench.data.sequences import hmm_sequences
 
 DATA_ENV_VAR = "GANNO_DATA"
 
@@ -118,6 +119,7 @@ def _local_source(name: str, reader: LocalReader) -> Callable[..., ArrayDataset]
 DATA_SOURCES: dict[str, Callable[..., ArrayDataset]] = {
     "digits": _digits,
     "synthetic": _synthetic,
+    "hmm": hmm_sequences,
     "mnist": _local_source("mnist", partial(load_mnist_like, kind="mnist")),
     "fashion-mnist": _local_source("fashion-mnist", partial(load_mnist_like, kind="fashion-mnist")),
     "cifar10": _local_source("cifar10", load_cifar10),

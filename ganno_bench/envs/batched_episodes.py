@@ -25,9 +25,16 @@ from ganno_bench.inner.batch_task import BatchSizeTaskSpec
 from ganno_bench.inner.batched import BatchedTrainer, build_batched_trainer
 from ganno_bench.inner.engine import DecisionStats
 from ganno_bench.inner.instances import Instance
+from ganno_bench.inner.models import ModelConfig
 from ganno_bench.inner.task import TaskSpec
 
-__all__ = ["BatchedEpisodes", "BatchedStep", "batched_trainer_for", "batching_pays"]
+__all__ = [
+    "BatchedEpisodes",
+    "BatchedStep",
+    "batched_trainer_for",
+    "batching_pays",
+    "refuse_unbatchable",
+]
 
 
 def batching_pays(task: TaskSpec, num_slots: int, device: str) -> bool:
@@ -36,7 +43,8 @@ def batching_pays(task: TaskSpec, num_slots: int, device: str) -> bool:
     slot at a time either way (see :mod:`ganno_bench.inner.batched`), so only the
     bookkeeping is left to batch (measured at one thread: 0.82x on CNN-Hard, 1.01x on
     CNN-Easy). Callers run such a single episode on the sequential engine."""
-    return num_slots > 1 or not device.startswith("cpu") or task.model.kind != "cnn"
+    convolutional = getattr(task.model, "kind", None) == "cnn"
+    return num_slots > 1 or not device.startswith("cpu") or not convolutional
 
 
 def batched_trainer_for(task: TaskSpec, num_slots: int, device: str) -> BatchedTrainer:
@@ -47,11 +55,27 @@ def batched_trainer_for(task: TaskSpec, num_slots: int, device: str) -> BatchedT
             "instance's batch size per inner step, so the batch-size track needs "
             "engine='sequential'"
         )
+    refuse_unbatchable(task)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was asked for but CUDA is not available; use device='cpu'"
         )
     return build_batched_trainer(task, num_slots, device)
+
+
+def refuse_unbatchable(task: TaskSpec) -> None:
+    """Raise for a task whose network the batched engine cannot train.
+
+    Transformers: its kernels cover Linear chains and Conv2d trunks over float inputs;
+    an embedding lookup, layer norms and attention have no batched kernel (and its
+    per-slot fallback would feed the network float zeros to size it). What batched
+    support would take is written down in ARCHITECTURE.md."""
+    if isinstance(task.model, ModelConfig) and task.model.kind == "transformer":
+        raise ValueError(
+            f"{task.id} is a transformer id: the batched engine has no kernels for "
+            "embeddings, layer norms or attention; use engine='sequential' (the reference "
+            "TorchTrainer, the default)"
+        )
 
 
 @dataclass

@@ -34,7 +34,11 @@ FEATURES: dict[str, tuple[float, float, str]] = {
     "grad_cosine": (-1.0, 1.0, "cosine between the mean gradients of successive decisions"),
     "grad_noise": (0.0, 1.0, "1 - |mean gradient|^2 / mean |minibatch gradient|^2 (noise share)"),
     "relative_depth": (0.0, 1.0, "layer index / (layers - 1)"),
-    "layer_kind": (0.0, 1.0, "0 for Linear, 1 for Conv2d"),
+    "layer_kind": (
+        0.0,
+        1.0,
+        "0 for Linear, 1 for Conv2d; transformers: 0.25 attention q/k/v, 0.5 embedding",
+    ),
     "log10_fan_in": (0.0, 10.0, "log10 of the layer's fan-in"),
     "train_loss": (0.0, 100.0, "mean inner-train loss over the stats window / log(num_classes)"),
     "val_loss": (0.0, 100.0, "inner-validation loss / log(num_classes)"),

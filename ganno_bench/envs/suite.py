@@ -27,6 +27,7 @@ from ganno_bench.inner.task import DataConfig, TaskSpec
 
 NAMESPACE = "ganno"
 TRACKS = ("layer_lr", "batch_size")
+TRANSFORMER_KEYS = ("width", "heads", "blocks", "mlp_ratio")
 _ERRORS: dict[str, str] = {}
 
 
@@ -118,6 +119,7 @@ def _entry_specs(family: dict, entry: dict, require_frozen: bool) -> list[TaskSp
         kernel_size=model.get("kernel_size", 3),
         pool_every=model.get("pool_every", 2),
         activation=model.get("activation", "relu"),
+        **{key: model[key] for key in TRANSFORMER_KEYS if key in model},
     )
     data = entry["data"]
     data_config = DataConfig(

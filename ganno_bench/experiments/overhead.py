@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from ganno_bench.envs.registry import make
+from ganno_bench.inner.models import agent_layers
 
 DEFAULT_OVERHEAD_IDS = (
     "ganno/LayerLR-MLP-Easy-v0",
     "ganno/LayerLR-MLP-Hard-v0",
     "ganno/LayerLR-CNN-Easy-v0",
     "ganno/LayerLR-CNN-Hard-v0",
+    "ganno/LayerLR-Transformer-Easy-Adam-v0",
 )
 
 
@@ -53,9 +55,7 @@ class _PlainLoop:
         self.x, self.y = trainer._data["train"]
         self.x_val, self.y_val = trainer._data["val"]
         self.batch_size = min(instance.batch_size, len(self.y))
-        layers = [
-            m for m in self.network.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
-        ]
+        layers = agent_layers(self.network)  # one param group per layer, as the env has
         groups = [{"params": list(m.parameters())} for m in layers]
         if env.task.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
@@ -121,14 +121,15 @@ def measure_overhead(
 
 
 def format_overhead(results: list[OverheadResult]) -> str:
+    width = max([34, *(len(r.env_id) for r in results)])
     header = (
-        f"{'env id':34} {'env ms':>8} {'plain ms':>9} {'ratio':>6} "
+        f"{'env id':{width}} {'env ms':>8} {'plain ms':>9} {'ratio':>6} "
         f"{'plain+val ms':>13} {'ratio':>6}"
     )
     rows = [header, "-" * len(header)]
     for r in results:
         rows.append(
-            f"{r.env_id:34} {r.env_ms:8.3f} {r.plain_ms:9.3f} {r.ratio:6.3f} "
+            f"{r.env_id:{width}} {r.env_ms:8.3f} {r.plain_ms:9.3f} {r.ratio:6.3f} "
             f"{r.plain_with_val_ms:13.3f} {r.ratio_with_val:6.3f}"
         )
     rows.append(

@@ -28,7 +28,7 @@ from ganno_bench.inner.engine import (
     LayerInfo,
 )
 from ganno_bench.inner.instances import Instance
-from ganno_bench.inner.models import fan_in, initialise, layer_kind, trainable_layers
+from ganno_bench.inner.models import agent_layers, fan_in, initialise, layer_kind
 
 
 class TorchTrainer(InnerTrainer):
@@ -53,7 +53,7 @@ class TorchTrainer(InnerTrainer):
         self.eval_batch_size = eval_batch_size
         self.nonlinearity = nonlinearity  # sets the init gain of the scheme
         self.network = network.to(self.device)
-        self._layers = trainable_layers(self.network)
+        self._layers = agent_layers(self.network)
         if not self._layers:
             raise ValueError("the network has no Linear or Conv2d layer to control")
         self._check_all_parameters_belong_to_layers()
@@ -158,7 +158,7 @@ class TorchTrainer(InnerTrainer):
 
     def _init_via_cpu(self, instance: Instance, generator: torch.Generator) -> None:
         with torch.random.fork_rng(devices=[]):  # layer constructors draw from the global RNG
-            shadow = [type(m)(*_constructor_args(m)) for m in self._layers]
+            shadow = [_cpu_shadow(m) for m in self._layers]
         initialise(shadow, instance.init_scheme, instance.init_scale, generator, self.nonlinearity)
         with torch.no_grad():
             for target, source in zip(self._layers, shadow, strict=True):
@@ -304,14 +304,14 @@ class TorchTrainer(InnerTrainer):
 
     @torch.no_grad()
     def evaluate(self, part: str) -> tuple[float, float]:
-        x, y = self._data[part]
+        x, y = self._data[part]  # y: (samples,) labels or (samples, length) next tokens
         loss_sum, correct = 0.0, 0
         for start in range(0, len(y), self.eval_batch_size):
             logits = self.network(x[start : start + self.eval_batch_size])
             target = y[start : start + self.eval_batch_size]
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
             correct += int((logits.argmax(dim=1) == target).sum())
-        return loss_sum / len(y), correct / len(y)
+        return loss_sum / y.numel(), correct / y.numel()
 
     def data_part(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and labels of the ``"train"``, ``"val"`` or ``"test"`` part (not copies:
@@ -361,6 +361,13 @@ class TorchTrainer(InnerTrainer):
         self._prev_mean_grad.copy_(state["prev_mean_grad"])
         if "probe_generator" in state:  # snapshots written before probes existed lack it
             self._probe_generator.set_state(state["probe_generator"].clone())
+
+
+def _cpu_shadow(layer: nn.Module) -> nn.Module:
+    """A CPU module of the layer's architecture (its values are drawn over at once)."""
+    if isinstance(layer, nn.Linear | nn.Conv2d):
+        return type(layer)(*_constructor_args(layer))
+    return copy.deepcopy(layer).cpu()
 
 
 def _constructor_args(layer: nn.Module) -> tuple:

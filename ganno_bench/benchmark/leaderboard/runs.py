@@ -23,7 +23,7 @@ SPLITS = ("test", "test-ood", "train")
 TRACKS = ("layer-lr", "batch-size")  # rendering order; see track_of_id
 
 
-FAMILIES = ("MLP", "CNN")
+FAMILIES = ("MLP", "CNN", "Transformer")
 
 
 # Aggregates shown per agent; the optimality gap (shortfall below 1) means nothing for a
@@ -199,13 +199,13 @@ def run_scores(run: Run, metric: str) -> dict[str, np.ndarray]:
 
 
 def family_of(env_id: str) -> str:
-    """The model family of an id (MLP, CNN), from its registration or else its name."""
+    """The model family of an id (MLP, CNN, Transformer), from its registration or its name."""
     try:
         family = spec(env_id).family
     except UnknownEnvironmentError:
         family = "custom"
     if family not in FAMILIES:  # custom tasks, and the batch-size track ("BatchSize")
-        match = re.search(r"-(MLP|CNN)-", env_id)
+        match = re.search(r"-(MLP|CNN|Transformer)-", env_id)
         family = match.group(1) if match else family
     return family
 
