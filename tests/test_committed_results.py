@@ -18,6 +18,7 @@ CARDS = card_files(RESULTS)
 # and so episodes, are bitwise per processor: the README's "Same machine, same numbers")
 MADE_HERE = [p for p in CARDS if same_processor(load_card(p).get("hardware"))]
 RERUN = sorted(set(CARDS[::4]) | set(MADE_HERE))
+BATCHED_RTOL = 1e-4
 
 
 def test_results_are_committed_with_the_rendered_leaderboard():
@@ -48,11 +49,14 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
             overrides,
             load_references(episode["env_id"]),
         )
-    assert again["final_test_loss"] == pytest.approx(episode["final_test_loss"], rel=1e-6)
+    # The reference engine reruns every episode; a card the batched engine made matches
+    # it within that engine's float32 tolerance (tests/test_batched_evaluation.py).
+    rtol = BATCHED_RTOL if card.get("engine") == "batched" else 1e-6
+    assert again["final_test_loss"] == pytest.approx(episode["final_test_loss"], rel=rtol)
     assert again["normalised_score"] == pytest.approx(
-        episode["normalised_score"], rel=1e-6, abs=1e-9
+        episode["normalised_score"], rel=rtol, abs=rtol * 1e-3
     )
-    np.testing.assert_allclose(again["lrs"], episode["lrs"], rtol=1e-6)
+    np.testing.assert_allclose(again["lrs"], episode["lrs"], rtol=rtol)
 
 
 def _agent_of(card: dict, episode: dict):

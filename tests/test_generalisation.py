@@ -138,8 +138,9 @@ def test_baselines_missing_a_target_are_left_out(reproduced, baseline_cards):
 
 def test_reproduce_command_with_a_missing_policy_names_the_file(tmp_path, capsys):
     code = main(
-        ["reproduce", "generalisation", "--policy", str(tmp_path / "absent.zip"), "--quiet"]
-    )
+        ["reproduce", "generalisation", "--protocol", "100k", "--policy",
+         str(tmp_path / "absent.zip"), "--quiet"]
+    )  # fmt: skip
     assert code == 2
     assert "absent.zip" in capsys.readouterr().err
 
