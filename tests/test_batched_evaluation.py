@@ -112,3 +112,29 @@ def test_a_single_cnn_episode_runs_on_the_sequential_engine():
     assert numbers(ones) == numbers(seq)  # bitwise: the same engine
     for a, b in zip(seq["episodes"], pairs["episodes"], strict=True):  # batched: tolerance
         np.testing.assert_allclose(b["final_test_loss"], a["final_test_loss"], rtol=RTOL)
+
+
+def test_a_saved_policy_answers_a_whole_batch_in_one_forward_pass(monkeypatch):
+    """Batched evaluation asks a feed-forward policy once per decision for every live
+    episode (one ``predict`` over all their layers), not once per episode."""
+    from stable_baselines3 import PPO
+
+    calls = []
+    predict = PPO.predict
+
+    def counting(self, observation, *args, **kwargs):
+        calls.append(len(observation))
+        return predict(self, observation, *args, **kwargs)
+
+    monkeypatch.setattr(PPO, "predict", counting)
+    card = ganno_bench.evaluate(
+        load_agent("ppo-mlp-easy-seed0"),
+        IDS[:1],
+        overrides=TINY,
+        engine="batched",
+        batch_size=6,
+        **RUN,
+    )
+    layers = len(card["episodes"][0]["lrs"][0])
+    assert len(card["episodes"]) == 6
+    assert calls == [6 * layers] * TINY["decisions"]

@@ -188,6 +188,29 @@ class PolicyAgent:
         self._state: Any = None
         self._episode_start = np.ones(len(self._agents), dtype=bool)
 
+    @staticmethod
+    def act_together(
+        players: Sequence[PolicyAgent], observations: Sequence[Observations]
+    ) -> list[Actions] | None:
+        """One forward pass for several episodes' decisions (batched evaluation): every
+        live layer of every episode in one ``predict`` batch. ``players`` are copies of
+        one agent, so the first one's model speaks for all. None for a recurrent policy,
+        whose hidden states stay per episode (the caller then asks each copy's ``act``)."""
+        if not players or players[0].recurrent:
+            return None
+        pairs = list(zip(players, observations, strict=True))
+        lives = [[a for a in p._agents if a in obs] for p, obs in pairs]
+        batch = np.stack(
+            [obs[a] for live, (_, obs) in zip(lives, pairs, strict=True) for a in live]
+        ).astype(np.float32)
+        actions, _ = players[0].model.predict(batch, deterministic=True)
+        out, start = [], 0
+        for live in lives:
+            chosen = actions[start : start + len(live)]
+            out.append({agent: int(a) for agent, a in zip(live, chosen, strict=True)})
+            start += len(live)
+        return out
+
     def act(self, observations: Observations, infos: Infos) -> Actions:
         live = [a for a in self._agents if a in observations]
         batch = np.stack([observations[a] for a in live]).astype(np.float32)

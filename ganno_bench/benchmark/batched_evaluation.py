@@ -1,7 +1,9 @@
 """Batched evaluation: many episodes of one id played at once over one batched engine.
 
 An agent that acts per decision from observations and infos (every scripted LR agent,
-saved policies) gets one copy of itself per episode; the episodes' inner training runs
+saved policies) gets one copy of itself per episode; an agent class with an
+``act_together(players, observations)`` (a saved feed-forward policy) answers every live
+episode's decision in one call, one forward pass. The episodes' inner training runs
 as one :class:`~ganno_bench.envs.batched_episodes.BatchedEpisodes` computation. Each
 episode's record is the one :func:`~ganno_bench.benchmark.evaluation.run_episode` makes
 (same instance, same episode seed for the agent, same curves and rates), within the
@@ -70,11 +72,14 @@ def play_batched(
     finals: list[dict[str, Any]] = [{} for _ in jobs]
     while episodes.live.any():
         rates = episodes.rates.copy()
-        for c in np.flatnonzero(episodes.live):
-            actions = players[c].act(
-                {a: obs[c, i] for i, a in enumerate(names)},
-                {a: infos[c][i] for i, a in enumerate(names)},
-            )
+        live = np.flatnonzero(episodes.live)
+        observed = [{a: obs[c, i] for i, a in enumerate(names)} for c in live]
+        seen = [{a: infos[c][i] for i, a in enumerate(names)} for c in live]
+        together = getattr(type(agent), "act_together", None)
+        chosen = together([players[c] for c in live], observed) if together else None
+        if chosen is None:
+            chosen = [players[c].act(o, i) for c, o, i in zip(live, observed, seen, strict=True)]
+        for c, actions in zip(live, chosen, strict=True):
             rates[c] = rates_from_actions(task, agent.action_mode, rates[c], actions, names)
         stepped = episodes.live.copy()
         step = episodes.step(rates)
