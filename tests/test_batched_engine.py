@@ -521,4 +521,12 @@ def test_bench_measures_both_engines_and_formats_a_table():
     assert result.sequential_steps_per_s > 0 and result.batched_steps_per_s > 0
     assert result.ratio == pytest.approx(result.batched_steps_per_s / result.sequential_steps_per_s)
     table = format_batched(results)
-    assert MLP_EASY in table and "x" in table.splitlines()[-1]
+    assert MLP_EASY in table and table.splitlines()[-1].endswith("x  batched")
+
+
+def test_bench_says_where_the_env_falls_back_to_the_sequential_engine():
+    """One CNN slot on the CPU: the vector env and batched evaluation run TorchTrainer."""
+    cnn = "ganno/LayerLR-CNN-Easy-v0"
+    (one,) = measure_batched([cnn], sizes=(1,), repeats=1, steps=1, clock="cpu")
+    assert one.env_engine == "sequential"
+    assert format_batched([one]).splitlines()[-1].endswith("x  sequential")

@@ -77,12 +77,25 @@ def test_freeze_check_agrees_with_the_shipped_files(capsys):
 
 def test_bench_overhead_prints_a_ratio_per_env(capsys):
     assert (
-        main(["bench", "overhead", "--env", "ganno/LayerLR-MLP-Easy-v0", "--decisions", "3"]) == 0
+        main(
+            [
+                "bench",
+                "overhead",
+                "--env",
+                "ganno/LayerLR-MLP-Easy-v0",
+                "--decisions",
+                "3",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("ganno/LayerLR-MLP-Easy-v0"))
     env_ms, plain_ms, ratio = (float(v) for v in row.split()[1:4])
     assert ratio == pytest.approx(env_ms / plain_ms, rel=0.01)
+    assert "torch threads = 2)" in out  # the count it measured at, not the caller's
 
 
 # --- the command explains itself

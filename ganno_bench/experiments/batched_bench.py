@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ganno_bench.benchmark.threads import torch_threads
-from ganno_bench.envs.batched_episodes import refuse_unbatchable
+from ganno_bench.envs.batched_episodes import batching_pays, refuse_unbatchable
 from ganno_bench.envs.common import build_trainer
 from ganno_bench.envs.registry import spec
 from ganno_bench.inner.batched import build_batched_trainer
@@ -49,6 +49,7 @@ class BatchedResult:
     batched_steps_per_s: float
     batched_min: float
     batched_max: float
+    env_engine: str = "batched"  # what make_vec_env / batched evaluation run at this N
 
     @property
     def ratio(self) -> float:
@@ -126,23 +127,26 @@ def measure_batched(
                         batched_steps_per_s=statistics.median(bat_rates),
                         batched_min=min(bat_rates),
                         batched_max=max(bat_rates),
+                        env_engine="batched" if batching_pays(task, n, device) else "sequential",
                     )
                 )
     return results
 
 
 def format_batched(results: Sequence[BatchedResult]) -> str:
-    """A plain-text table: steps/s of both engines and their ratio, per id and N."""
+    """A plain-text table: steps/s of both engines and their ratio, per id and N. The
+    last column is the engine the batched vector env and batched evaluation run at that
+    N (``sequential`` where batching does not pay, e.g. one CNN slot on the CPU)."""
     header = (
         f"{'env id':<30} {'N':>4} {'kernel':<16} {'sequential/s':>12} "
-        f"{'batched/s':>10} {'(min..max)':>15} {'ratio':>6}"
+        f"{'batched/s':>10} {'(min..max)':>15} {'ratio':>6}  env runs"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         spread = f"{r.batched_min:.0f}..{r.batched_max:.0f}"
         lines.append(
             f"{r.env_id:<30} {r.slots:>4} {r.kernel:<16} {r.sequential_steps_per_s:>12.0f} "
-            f"{r.batched_steps_per_s:>10.0f} {spread:>15} {r.ratio:>5.2f}x"
+            f"{r.batched_steps_per_s:>10.0f} {spread:>15} {r.ratio:>5.2f}x  {r.env_engine}"
         )
     return "\n".join(lines)
 
@@ -203,8 +207,7 @@ def measure_ppo(
 
 def format_ppo(results: Sequence[PPOThroughput]) -> str:
     header = (
-        f"{'env id':<30} {'copies':>6} {'sequential ts/s':>15} {'batched ts/s':>12} "
-        f"{'ratio':>6}"
+        f"{'env id':<30} {'copies':>6} {'sequential ts/s':>15} {'batched ts/s':>12} {'ratio':>6}"
     )
     lines = [header, "-" * len(header)]
     for r in results:

@@ -35,6 +35,7 @@ class OverheadResult:
     env_ms: float
     plain_ms: float
     plain_with_val_ms: float
+    threads: int  # torch threads during the measurement
 
     @property
     def ratio(self) -> float:
@@ -117,7 +118,9 @@ def measure_overhead(
             times["plain"].append(t_plain)
             times["plain_val"].append(t_plain_val)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    return OverheadResult(env_id, med["env"], med["plain"], med["plain_val"])
+    return OverheadResult(
+        env_id, med["env"], med["plain"], med["plain_val"], torch.get_num_threads()
+    )
 
 
 def format_overhead(results: list[OverheadResult]) -> str:
@@ -132,9 +135,10 @@ def format_overhead(results: list[OverheadResult]) -> str:
             f"{r.env_id:{width}} {r.env_ms:8.3f} {r.plain_ms:9.3f} {r.ratio:6.3f} "
             f"{r.plain_with_val_ms:13.3f} {r.ratio_with_val:6.3f}"
         )
+    threads = sorted({r.threads for r in results})
     rows.append(
         "ratio = env decision / plain loop of the same inner steps "
-        f"(median of interleaved runs, torch threads = {torch.get_num_threads()})"
+        f"(median of interleaved runs, torch threads = {', '.join(map(str, threads))})"
     )
     return "\n".join(rows)
 

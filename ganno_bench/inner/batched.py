@@ -413,12 +413,13 @@ class BatchedTrainer:
                 self._rate_elements,
                 gathered=False,
             )
+        # index_select, not advanced indexing: ~3x faster on these (G, P) rows
         return _Work(
             index,
-            self._weights[index],
-            [m[index] for m in self._moments],
-            self._prev_mean_grad[index],
-            self._rate_elements[index],
+            self._weights.index_select(0, index),
+            [m.index_select(0, index) for m in self._moments],
+            self._prev_mean_grad.index_select(0, index),
+            self._rate_elements.index_select(0, index),
             gathered=True,
         )
 
@@ -448,9 +449,10 @@ class BatchedTrainer:
         grad_sq_sum = torch.zeros_like(work.weights)
         loss_sum = torch.zeros(g, device=self.device)
         schedule = self._schedule(slots, steps) if update else []
+        minibatches = _gathered(x_train, y_train, indices)
         for step in range(steps):
-            index = indices[step]
-            batch = Batch(x_train[index], y_train[index], sizes, mask, counts, padded)
+            x, y = next(minibatches)
+            batch = Batch(x, y, sizes, mask, counts, padded)
             losses, grads = self._kernel.loss_and_grads(work.weights, batch)
             self._layout.flatten(grads, out=grad)
             if step >= window_start:
@@ -666,6 +668,20 @@ class BatchedTrainer:
         if "probe_generator" in state:  # TorchTrainer snapshots from before probes lack it
             self._probe_generator[slot].set_state(state["probe_generator"].clone())
         self._started[slot] = True
+
+
+def _gathered(x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, budget: int = 1 << 24):
+    """The minibatches ``x[indices[step]], y[indices[step]]`` step by step, gathered
+    several steps at a time (up to ``budget`` bytes of inputs) with ``index_select``:
+    per-step advanced indexing cost ~2 ms a step on MLP-Hard at N=32 and one thread."""
+    per_step = indices[0].numel() * x[0].numel() * x.element_size()
+    chunk = max(1, budget // max(per_step, 1))
+    for start in range(0, len(indices), chunk):
+        part = indices[start : start + chunk]
+        flat = part.reshape(-1)
+        xs = x.index_select(0, flat).view(*part.shape, *x.shape[1:])
+        ys = y.index_select(0, flat).view(part.shape)
+        yield from zip(xs, ys, strict=True)
 
 
 def build_batched_trainer(
