@@ -61,9 +61,13 @@ def test_training_writes_checkpoints_logs_evaluations_and_resumes(tmp_path):
     assert load_policy(run / "final.zip").num_timesteps == 192
     names = sorted(p.name for p in (run / "checkpoints").glob("*.zip"))
     assert names == ["ppo_144.zip", "ppo_192.zip", "ppo_48.zip", "ppo_96.zip"]
-    assert [
-        json.loads(x)["timesteps"] for x in (run / "evaluations.jsonl").read_text().splitlines()
-    ] == [48, 96, 144, 192]
+    lines = [json.loads(x) for x in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert [e["timesteps"] for e in lines] == [48, 96, 144, 192]
+    # wall time: a resumed run's segment clock starts again after the first run's lines
+    times = [e["unix_time"] for e in lines]
+    assert times == sorted(times) and all(e["segment_s"] >= 0 for e in lines)
+    assert lines[2]["segment_s"] <= lines[2]["unix_time"] - lines[1]["unix_time"] + 0.2
+    assert lines[1]["segment_s"] >= lines[0]["segment_s"]
 
     with pytest.raises(ValueError, match="seed"):
         train_ppo(EASY, 192, **{**kw, "seed": 4})  # another run's folder

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +124,7 @@ class _TrainSplitEvaluation(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every
+        self._started = time.time()
 
     def _on_step(self) -> bool:
         if self.instances and self.num_timesteps >= self._next:
@@ -146,6 +148,10 @@ class _TrainSplitEvaluation(BaseCallback):
             "mean_return": float(np.mean([e["return"] for e in episodes])),
             "mean_final_val_loss": float(np.mean([e["curves"]["val_loss"][-1] for e in episodes])),
             "diverged_fraction": float(np.mean([e["diverged"] for e in episodes])),
+            # when, and how long this process has trained: a run's wall time across
+            # resumed segments (the evaluations' own time included)
+            "unix_time": round(time.time(), 1),
+            "segment_s": round(time.time() - getattr(self, "_started", time.time()), 1),
         }
         for key in ("mean_return", "mean_final_val_loss", "diverged_fraction"):
             self.logger.record(f"eval/{key}", entry[key])
