@@ -635,3 +635,32 @@ def test_the_headline_ranks_on_the_ids_every_listed_agent_covers(tmp_path, cards
     assert f"**{expected[0]}** (1x) leads: {expected[0]} and {expected[1]} are" in headline
     assert "* [boil](boil/README.md), BOIL's claim" in headline
     assert headline.rstrip().endswith(": BOIL's claim does not hold here.")
+
+
+def test_transformer_perplexity_is_the_iqm_of_exp_loss_beside_the_floor():
+    """The perplexity table: IQM of exp(final test loss) over an agent's finished episodes
+    (scipy's 25%-trimmed mean), diverged episodes counted beside it, and the floor row
+    exp(the data source's Bayes-optimal loss)."""
+    from ganno_bench.benchmark.leaderboard.runs import Run
+    from ganno_bench.benchmark.leaderboard.tables import Bootstrap, perplexity_table
+    from ganno_bench.envs.registry import spec
+
+    lm = "ganno/LayerLR-Transformer-Easy-Adam-v0"
+    losses = np.random.default_rng(3).uniform(2.0, 2.6, size=12)
+
+    def episode(env_id, loss, diverged=False):
+        return {"env_id": env_id, "final_test_loss": loss, "diverged": diverged}
+
+    runs = [
+        Run("a", "test", 1.0, False, [episode(lm, x) for x in losses] + [episode(lm, 9.0, True)]),
+        Run("mlp-only", "test", 1.0, False, [episode(IDS[0], 0.5)]),
+    ]
+    lines = perplexity_table(runs, Bootstrap(0, 200))
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines[2:-1]}
+    assert set(rows) == {"floor (Bayes-optimal)", "a"}  # an agent without LM episodes: no row
+    floor = np.exp(spec(lm).load_data().loss_floor)
+    assert float(rows["floor (Bayes-optimal)"]) == pytest.approx(floor, abs=1e-3)
+    value = float(rows["a"].split()[0])
+    assert value == pytest.approx(sps.trim_mean(np.exp(losses), 0.25), abs=1e-3)
+    assert rows["a"].endswith("div 1/13")
+    assert perplexity_table(runs[1:], Bootstrap(0, 200)) == []  # no LM id: no table

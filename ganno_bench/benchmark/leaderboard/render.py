@@ -31,6 +31,7 @@ from ganno_bench.benchmark.leaderboard.tables import (
     header,
     md_table,
     per_id_table,
+    perplexity_table,
     poi_table,
     ranking_rows,
     text_table,
@@ -64,6 +65,10 @@ def _split_section(
     lines += ["### Ranking", "", *md_table(RANKING_HEADER, rows)]
     step()
     lines += ["### By model family", "", *family_tables(runs, scores, metric, boot)]
+    perplexity = perplexity_table(by_rank, boot) if track == "layer-lr" else []
+    if perplexity:
+        lines += ["### Transformer perplexity", "", "Inner-test perplexity, exp(loss).", ""]
+        lines += perplexity
     step()
     lines += ["### Per id", "", "Per-id IQM [95% CI] and the rate of diverged episodes.", ""]
     lines += per_id_table(by_rank, scores, boot)

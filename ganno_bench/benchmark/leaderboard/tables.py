@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ganno_bench.benchmark.leaderboard.runs import (
     family_of,
     statistics,
 )
+from ganno_bench.envs.registry import UnknownEnvironmentError, spec
 
 CONFIDENCE = 0.95
 
@@ -136,6 +138,45 @@ def family_tables(runs: Sequence[Run], scores, metric: str, boot: Bootstrap) -> 
         lines += [f"#### {family} ({n_ids} ids)", ""]
         lines += ranking(runs, sub, metric, boot)
     return lines
+
+
+@cache
+def perplexity_floor(env_id: str) -> float | None:
+    """exp of the id's Bayes-optimal inner-test loss (the data source's floor), if it has one."""
+    try:
+        floor = spec(env_id).load_data().loss_floor
+    except UnknownEnvironmentError:
+        return None
+    return None if floor is None else float(np.exp(floor))
+
+
+def perplexity_table(runs: Sequence[Run], boot: Bootstrap) -> list[str]:
+    """The language-model ids' inner-test perplexity, ``exp(final test loss)`` per episode:
+    each agent's IQM [95% CI] over its finished episodes (diverged ones are counted beside
+    it: their loss has no perplexity), under the floor row, the best any agent can reach.
+    Where losses are nats per token a perplexity reads as an effective vocabulary size."""
+    ids = sorted(
+        {e["env_id"] for r in runs for e in r.episodes if family_of(e["env_id"]) == "Transformer"}
+    )
+    if not ids:
+        return []
+    floors = [perplexity_floor(env_id) for env_id in ids]
+    rows = [["floor (Bayes-optimal)", *(_DASH if f is None else f"{f:.3f}" for f in floors)]]
+    for run in runs:
+        cells = []
+        for env_id in ids:
+            mine = [e for e in run.episodes if e["env_id"] == env_id]
+            kept = [e["final_test_loss"] for e in mine if not e["diverged"]]
+            if not mine:
+                cells.append(_DASH)
+            elif not kept:
+                cells.append(f"all diverged ({len(mine)})")
+            else:
+                iqm = stats.aggregate({env_id: np.exp(np.asarray(kept))}, "iqm", **boot.kw)
+                cells.append(f"{iqm} · div {len(mine) - len(kept)}/{len(mine)}")
+        if any(c != _DASH for c in cells):
+            rows.append([run.agent, *cells])
+    return md_table(["agent", *ids], rows)
 
 
 def _divergence(run: Run, env_id: str) -> str:
