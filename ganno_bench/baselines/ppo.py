@@ -121,6 +121,7 @@ class _TrainSplitEvaluation(BaseCallback):
         self.env_ids, self.every, self.instances = list(env_ids), every, list(instances)
         self.seed, self.out, self.overrides = seed, out, overrides
         self._next = every
+        self._started = time.time()  # set again when (resumed) training starts
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every
@@ -151,7 +152,7 @@ class _TrainSplitEvaluation(BaseCallback):
             # when, and how long this process has trained: a run's wall time across
             # resumed segments (the evaluations' own time included)
             "unix_time": round(time.time(), 1),
-            "segment_s": round(time.time() - getattr(self, "_started", time.time()), 1),
+            "segment_s": round(time.time() - self._started, 1),
         }
         for key in ("mean_return", "mean_final_val_loss", "diverged_fraction"):
             self.logger.record(f"eval/{key}", entry[key])

@@ -70,15 +70,17 @@ def play_batched(
     lrs: list[list[list[float]]] = [[] for _ in jobs]
     returns = [0.0] * len(jobs)
     finals: list[dict[str, Any]] = [{} for _ in jobs]
+    together = getattr(type(agent), "act_together", None)
     while episodes.live.any():
         rates = episodes.rates.copy()
         live = np.flatnonzero(episodes.live)
         observed = [{a: obs[c, i] for i, a in enumerate(names)} for c in live]
-        seen = [{a: infos[c][i] for i, a in enumerate(names)} for c in live]
-        together = getattr(type(agent), "act_together", None)
         chosen = together([players[c] for c in live], observed) if together else None
         if chosen is None:
-            chosen = [players[c].act(o, i) for c, o, i in zip(live, observed, seen, strict=True)]
+            chosen = [
+                players[c].act(o, {a: infos[c][i] for i, a in enumerate(names)})
+                for c, o in zip(live, observed, strict=True)
+            ]
         for c, actions in zip(live, chosen, strict=True):
             rates[c] = rates_from_actions(task, agent.action_mode, rates[c], actions, names)
         stepped = episodes.live.copy()
