@@ -1,5 +1,6 @@
 """BOIL: curve compression against hand-computed values, the schedule family, the
-acquisition's pieces, selective augmentation, and a real tuning run on a cheap id."""
+acquisition's pieces and selective augmentation (a real tuning run on a cheap id is in
+test_boil_env.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from ganno_bench.baselines.boil import (
 from ganno_bench.baselines.configs import load_baselines
 from ganno_bench.baselines.schedule_family import (
     FamilyScheduleAgent,
-    env_objective,
     tune_schedules,
 )
 from ganno_bench.experiments.boil_claim import _incumbent_at, claim_table
@@ -105,15 +105,6 @@ def test_methods_run_the_lengths_they_should():
     boil.run(5)
     assert min(r.length for r in boil.runs if not r.virtual) < 20  # it uses short runs
     assert boil.trace[-1]["cost"] == sum(r.length for r in boil.runs if not r.virtual)
-
-
-def test_boil_on_a_cheap_id_beats_its_initial_design():
-    objective, task = env_objective(EASY, instances=(0,))
-    opt = BOIL(objective, 3, task.decisions, seed=0, n_init=3)
-    best = opt.run(12)
-    design = [r for r in opt.runs if not r.virtual][:3]
-    full = [objective(r.x, task.decisions)[0][-1] for r in design]
-    assert objective(best, task.decisions)[0][-1] > max(full)
 
 
 def test_tuned_schedules_are_frozen_and_load_as_an_agent(tmp_path):
