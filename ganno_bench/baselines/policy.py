@@ -212,16 +212,15 @@ class PolicyAgent:
         return out
 
     def act(self, observations: Observations, infos: Infos) -> Actions:
+        if not self.recurrent:  # one episode is a batch of one
+            return self.act_together([self], [observations])[0]
         live = [a for a in self._agents if a in observations]
         batch = np.stack([observations[a] for a in live]).astype(np.float32)
-        if self.recurrent:
-            actions, self._state = self.model.predict(
-                batch,
-                state=self._state,
-                episode_start=self._episode_start[: len(live)],
-                deterministic=True,
-            )
-            self._episode_start[:] = False
-        else:
-            actions, _ = self.model.predict(batch, deterministic=True)
+        actions, self._state = self.model.predict(
+            batch,
+            state=self._state,
+            episode_start=self._episode_start[: len(live)],
+            deterministic=True,
+        )
+        self._episode_start[:] = False
         return {agent: int(action) for agent, action in zip(live, actions, strict=True)}
