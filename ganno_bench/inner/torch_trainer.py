@@ -85,13 +85,11 @@ class TorchTrainer(InnerTrainer):
     def _flatten_parameters(self) -> None:
         """Make every parameter a view into one buffer, and map elements to layers."""
         self._params = [p for m in self._layers for p in m.parameters()]
-        param_layer = torch.tensor(
-            [i for i, m in enumerate(self._layers) for _ in m.parameters()], device=self.device
-        )
         sizes = [p.numel() for p in self._params]
         self._flat = torch.zeros(sum(sizes), device=self.device)
-        self._element_layer = torch.repeat_interleave(
-            param_layer, torch.tensor(sizes, device=self.device)
+        # each layer's parameters are one contiguous run of the buffer, in layer order
+        self._layer_lengths = torch.tensor(
+            [sum(p.numel() for p in m.parameters()) for m in self._layers], device=self.device
         )
         self._grad_sum = torch.zeros_like(self._flat)
         self._grad_sq_sum = torch.zeros_like(self._flat)
@@ -232,10 +230,11 @@ class TorchTrainer(InnerTrainer):
     def _decision_stats(
         self, start_weights: torch.Tensor, train_loss: torch.Tensor, window: int
     ) -> DecisionStats:
-        count = len(self._layers)
-
         def per_layer(values: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(count, device=self.device).index_add_(0, self._element_layer, values)
+            # a float32 left fold over each layer's run, element by element: bitwise what
+            # ``zeros(L).index_add_(0, element_layer, values)`` gives (checked on random,
+            # NaN, inf and signed-zero rows), in about half its time
+            return torch.segment_reduce(values, "sum", lengths=self._layer_lengths)
 
         mean_grad = self._grad_sum / window
         grad_sq = per_layer(mean_grad.square())
