@@ -6,8 +6,8 @@ training seed; each is evaluated on the protocol's target ids' ``test`` and ``te
 splits with its training seed (from its file name) as evaluation seed, so the merged
 card's seeds are the training seeds and its spread is the training runs' as well as the
 instances'. The baselines' numbers come from their result cards (``leaderboards/results/``)
-where those hold the same id versions and frozen instances. Per target group (each family,
-each hard id alone, all targets) the report gives the normalised score's IQM with 95%
+where those hold the same id versions and frozen instances. Per target group (each family
+over its Medium and Hard ids, each target id alone, all targets) the report gives the normalised score's IQM with 95%
 stratified-bootstrap CIs, and P(policy > tuned-cosine) and P(policy > BOIL) (Mann-Whitney,
 averaged over the group's ids): the study's goal is IQM >= tuned-cosine's with P >= 0.5.
 """
@@ -155,14 +155,29 @@ def _finished(
     return card if same else None
 
 
+DIFFICULTY_ORDER = ("easy", "medium", "hard")
+
+
 def target_groups(targets: Sequence[str]) -> dict[str, list[str]]:
-    """The aggregates the study reports: each model family over its targets, each hard
-    target alone, and all targets together (in that order)."""
+    """The aggregates the study reports: each model family over its Medium and Hard
+    targets (the same ids for every protocol, so protocols compare like for like; an
+    Easy target is only ever one a protocol did not train on), each target alone (family
+    x difficulty), and all targets (in that order)."""
     from ganno_bench.envs.registry import spec
 
-    groups = {f: [t for t in targets if family_of(t) == f] for f in families(targets)}
-    for t in [t for ids in list(groups.values()) for t in ids]:
-        if spec(t).difficulty == "hard":
+    def rank(t: str) -> tuple[int, str]:
+        difficulty = spec(t).difficulty
+        order = DIFFICULTY_ORDER.index(difficulty) if difficulty in DIFFICULTY_ORDER else 99
+        return order, t
+
+    groups: dict[str, list[str]] = {}
+    for f in families(targets):
+        harder = sorted((t for t in targets if family_of(t) == f), key=rank)
+        harder = [t for t in harder if spec(t).difficulty != "easy"]
+        if harder:
+            groups[f] = harder
+    for f in families(targets):
+        for t in sorted((t for t in targets if family_of(t) == f), key=rank):
             groups[_short(t).removeprefix("LayerLR-").removesuffix("-v0")] = [t]
     groups["all"] = list(targets)
     return groups
@@ -449,7 +464,8 @@ def write_report(
         f"stratified-bootstrap CIs ({boot['n_resamples']} resamples, seed {boot['seed']}); "
         "P(policy > agent) is the Mann-Whitney probability that a policy run beats the "
         "agent's run on the same id, averaged over the ids. Target groups: each family over "
-        "its target ids, each hard id alone, and all targets.",
+        "its Medium and Hard ids (the same for every protocol), each target id alone, and "
+        "all targets.",
         "",
     ]
     if curves is not None:
