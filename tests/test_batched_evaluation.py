@@ -58,7 +58,7 @@ def test_the_random_agent_keeps_its_per_episode_stream():
     assert len({json.dumps(e["lrs"]) for e in many["episodes"]}) == len(many["episodes"])
 
 
-def test_outer_loop_and_batch_size_runs_keep_the_sequential_engine_and_say_so():
+def test_outer_loop_batch_size_and_transformer_runs_keep_the_sequential_engine_and_say_so():
     with pytest.warns(RuntimeWarning, match="outer-loop"):
         card = ganno_bench.evaluate(
             load_agent("pbt"),
@@ -83,6 +83,18 @@ def test_outer_loop_and_batch_size_runs_keep_the_sequential_engine_and_say_so():
             progress=False,
         )
     assert "engine" not in card
+    with pytest.warns(RuntimeWarning, match="transformer id"):
+        card = ganno_bench.evaluate(
+            load_agent("constant"),
+            ["ganno/LayerLR-Transformer-Easy-Adam-v0"],
+            overrides={"decisions": 2, "inner_steps": 1},
+            engine="batched",
+            split="test",
+            seeds=[0],
+            instances=[0],
+            progress=False,
+        )
+    assert "engine" not in card and len(card["episodes"]) == 1
 
 
 def test_bad_engine_options_are_refused():

@@ -341,3 +341,28 @@ def test_every_id_means_the_lr_track_and_not_a_reduced_run(tmp_path):
         reproduce_generalisation(
             protocols=["100k"], every_id=True, overrides=TINY, out_dir=tmp_path, progress=False
         )
+
+
+def test_other_ids_are_checked_and_named_for_their_cards(tmp_path):
+    from ganno_bench.experiments.generalisation import _other_ids, _tag
+
+    targets = PROTOCOLS["a"].targets
+    easy = "ganno/LayerLR-Transformer-Easy-Adam-v0"
+    assert _other_ids(targets, [easy, easy]) == [easy]
+    assert _tag(easy) == "transformer-easy-adam"
+    everything = _other_ids(targets, None)
+    assert easy in everything and not set(targets) & set(everything)
+    with pytest.raises(ValueError, match="not layerwise-LR ids"):
+        _other_ids(targets, ["ganno/BatchSize-MLP-Easy-v0"])
+    with pytest.raises(ValueError, match="this protocol's targets"):
+        _other_ids(targets, [targets[0]])
+    with pytest.raises(ValueError, match="not both"):
+        reproduce_generalisation(
+            protocols=["100k"], every_id=True, other_ids=[easy], out_dir=tmp_path,
+            progress=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="no budget overrides"):
+        reproduce_generalisation(
+            protocols=["100k"], other_ids=[easy], overrides=TINY, out_dir=tmp_path,
+            progress=False,
+        )  # fmt: skip

@@ -102,6 +102,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         overrides=budget_overrides(args),
         instances=args.instances,
         every_id=args.every_id,
+        other_ids=args.other,
         progress=not args.quiet,
     )
     print(text)
@@ -242,6 +243,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also play the policies on every other LR id (training ids, Adam variants) "
         "into RESULTS/AGENT-other-SPLIT.json.gz, for the leaderboard",
+    )
+    p.add_argument(
+        "--other",
+        action="append",
+        metavar="ID",
+        help="also play the policies on this LR id (repeatable; e.g. the transformers) into "
+        "RESULTS/AGENT-on-IDS-SPLIT.json.gz, for the leaderboard",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--batch-size", type=int, default=32, help="diagnosis: episodes per batch")

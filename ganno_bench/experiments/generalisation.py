@@ -7,9 +7,10 @@ splits with its training seed (from its file name) as evaluation seed, so the me
 card's seeds are the training seeds and its spread is the training runs' as well as the
 instances'. The baselines' numbers come from their result cards (``leaderboards/results/``)
 where those hold the same id versions and frozen instances. Per target group (each family
-over its Medium and Hard ids, each target id alone, all targets) the report gives the normalised score's IQM with 95%
-stratified-bootstrap CIs, and P(policy > tuned-cosine) and P(policy > BOIL) (Mann-Whitney,
-averaged over the group's ids): the study's goal is IQM >= tuned-cosine's with P >= 0.5.
+over its Medium and Hard ids, each target id alone, all targets) the report gives the
+normalised score's IQM with 95% stratified-bootstrap CIs, and P(policy > tuned-cosine)
+and P(policy > BOIL) (Mann-Whitney, averaged over the group's ids): the study's goal is
+IQM >= tuned-cosine's with P >= 0.5.
 """
 
 from __future__ import annotations
@@ -492,6 +493,27 @@ def layer_lr_ids() -> list[str]:
     return [i for i in list_envs() if i.startswith("ganno/") and track_of(i) == "layer-lr"]
 
 
+def _other_ids(targets: Sequence[str], chosen: Sequence[str] | None) -> list[str]:
+    """The ids to play besides the protocol's ``targets``: ``chosen`` (checked), or
+    every other layerwise-LR id."""
+    known = layer_lr_ids()
+    if not chosen:
+        return [i for i in known if i not in targets]
+    unknown = [i for i in chosen if i not in known]
+    if unknown:
+        raise ValueError(f"{unknown} are not layerwise-LR ids; `ganno-bench list` names them")
+    repeated = [i for i in chosen if i in targets]
+    if repeated:
+        raise ValueError(f"{repeated} are this protocol's targets: they are played already")
+    return list(dict.fromkeys(chosen))
+
+
+def _tag(env_id: str) -> str:
+    """A short file-name part for an id: ``ganno/LayerLR-Transformer-Easy-Adam-v0`` ->
+    ``transformer-easy-adam``."""
+    return _short(env_id).removeprefix("LayerLR-").removesuffix("-v0").lower()
+
+
 def merged_card_path(results_dir: Path, p: Protocol, split: str) -> Path:
     return Path(results_dir) / f"{p.agent}-{split}.json.gz"
 
@@ -511,15 +533,18 @@ def reproduce_generalisation(
     overrides: dict[str, Any] | None = None,
     instances: Sequence[int] | None = None,
     every_id: bool = False,
+    other_ids: Sequence[str] | None = None,
     seed: int = 0,
     n_resamples: int = 2000,
     progress: bool = True,
 ) -> str:
     """Evaluate each protocol's policies on its targets and write the report.
 
-    ``every_id`` also plays them on every other layerwise-LR id (the training ids and the
-    Adam variants) into ``results_dir/AGENT-other-SPLIT.json.gz``, so the leaderboard
-    shows the policies on every id; the report uses the targets alone.
+    ``every_id`` also plays them on every other layerwise-LR id (the training ids, the
+    Adam variants and the transformers) into ``results_dir/AGENT-other-SPLIT.json.gz``,
+    so the leaderboard shows the policies on every id; ``other_ids`` plays them on just
+    those ids instead, into ``results_dir/AGENT-on-IDS-SPLIT.json.gz`` (a family at a
+    time, e.g. the transformers). The report uses the targets alone.
 
     ``policies`` replaces the shipped files of a single protocol; ``targets`` its targets.
     Baselines are ``baseline_cards``, or else the cards in ``results_dir``. The merged
@@ -536,11 +561,13 @@ def reproduce_generalisation(
         raise ValueError("policies= and targets= apply to one protocol; name exactly one")
     out_dir, results_dir = Path(out_dir), Path(results_dir)
     partial = bool(overrides) or instances is not None
-    if every_id and partial:
+    if (every_id or other_ids) and partial:
         raise ValueError(
-            "every_id writes the leaderboard's cards of the policies on every id: it takes "
-            "no budget overrides or instance subsets"
+            "every_id and other_ids write the leaderboard's cards of the policies on other "
+            "ids: they take no budget overrides or instance subsets"
         )
+    if every_id and other_ids:
+        raise ValueError("give every_id or other_ids, not both: every_id plays every other id")
     if baseline_cards is None:
         baseline_cards = [] if partial else load_cards(results_dir)
     metric = "neg_test_loss" if overrides else "normalised_score"
@@ -564,19 +591,20 @@ def reproduce_generalisation(
             made.append(card)
             if not partial:
                 write_card(card, merged_card_path(results_dir, p, split))
-            if every_id and not partial:
-                rest = [i for i in layer_lr_ids() if i not in card["envs"]]
+            if (every_id or other_ids) and not partial:
+                rest = _other_ids(card["envs"], other_ids)
+                tag = "other" if every_id else "on-" + "+".join(_tag(i) for i in rest)
                 other = evaluate_policies(
                     files,
                     split,
-                    out_dir / "cards" / "other",
+                    out_dir / "cards" / tag,
                     targets=rest,
                     agent_name=p.agent,
                     workers=workers,
                     engine=engine,
                     progress=progress,
                 )
-                write_card(other, results_dir / f"{p.agent}-other-{split}.json.gz")
+                write_card(other, results_dir / f"{p.agent}-{tag}-{split}.json.gz")
             tables.append(
                 generalisation_table(
                     card,
