@@ -217,3 +217,32 @@ def test_evaluate_ends_with_the_iqm_and_says_when_it_reuses_a_card(tmp_path, cap
     Path(f"{out}.partial.jsonl").unlink()  # the journal the interrupted rerun left
     with pytest.raises(AssertionError, match="recomputed"):  # another evaluation: it runs
         main([*command[:-3], "--seeds", "1", "--out", str(out), "--quiet"])
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--copies", "4"], "--copies"),
+        (["--checkpoint-every", "500", "--device", "cuda"], "--checkpoint-every, --device"),
+        (["--engine", "sequential"], "--engine"),
+    ],
+)
+def test_rllib_backend_refuses_the_sb3_paths_options_instead_of_dropping_them(
+    extra, named, capsys
+):
+    code = main(["train", "ppo", "--backend", "rllib", "--env", "ganno/LayerLR-MLP-Easy-v0",
+                 "--timesteps", "10", *extra])  # fmt: skip
+    assert code == 2
+    assert f"--backend rllib does not take {named}" in capsys.readouterr().err
+
+
+def test_rllib_refusal_knows_the_parsers_defaults():
+    """The refusal compares options with their defaults: they must be the parser's."""
+    import argparse
+
+    from ganno_bench.cli.baselines import _SB3_ONLY_DEFAULTS, add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["train", "ppo", "--env", "x"])
+    assert {k: getattr(args, k) for k in _SB3_ONLY_DEFAULTS} == _SB3_ONLY_DEFAULTS

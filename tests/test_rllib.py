@@ -52,3 +52,18 @@ def test_a_few_rllib_iterations_export_a_shared_policy_evaluate_plays(policy):
     # workers load the module from its folder and play it the same way
     again = ganno_bench.evaluate(load_agent(str(policy)), [EASY], "test", [0], workers=2, **kwargs)
     assert [e["lrs"] for e in again["episodes"]] == [e["lrs"] for e in card["episodes"]]
+
+
+def test_rerunning_a_finished_run_trains_no_further(policy):
+    """The run folder records its sampled timesteps: the same call returns the exported
+    policy without building the algorithm or touching the checkpoint."""
+    from ganno_bench.baselines.rllib_ppo import train_rllib_ppo
+
+    run = policy.parent
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["timesteps"] >= 48
+    stamp = (run / "checkpoint" / "rllib_checkpoint.json").stat().st_mtime_ns
+    again = train_rllib_ppo(EASY, 48, run, seed=0, overrides=BUDGET, env_runners=1, batch_size=24)
+    assert again == policy
+    assert (run / "checkpoint" / "rllib_checkpoint.json").stat().st_mtime_ns == stamp
+    assert json.loads((run / "progress.json").read_text()) == progress

@@ -108,24 +108,35 @@ def train_rllib_ppo(
     if run_file.exists() and json.loads(run_file.read_text()) != run:
         raise ValueError(f"{out} holds another RLlib run; choose another --out")
     run_file.write_text(json.dumps(run, indent=2))
+    checkpoint, policy, progress = out / "checkpoint", out / "policy", out / "progress.json"
+    resumable = (checkpoint / "rllib_checkpoint.json").exists()
+    # a run checkpointed before progress.json existed counts again from its checkpoint
+    counted = resumable and progress.exists()
+    done = int(json.loads(progress.read_text())["timesteps"]) if counted else 0
+    if done >= timesteps and (policy / "ganno_policy.json").exists():
+        return policy  # a finished run: nothing to train, no Ray to start
     connect(address)
     algo = rllib_config(env_id, seed, overrides, env_runners, batch_size).build_algo()
-    checkpoint = out / "checkpoint"
-    if (checkpoint / "rllib_checkpoint.json").exists():
+    if resumable:
         algo.restore_from_path(str(checkpoint.resolve()))
     try:
-        done = 0
         while done < timesteps:
             result = algo.train()
             done = int(result.get("num_agent_steps_sampled_lifetime", {}).get("__all__", 0)
                        or result.get("num_env_steps_sampled_lifetime", 0))  # fmt: skip
             algo.save_to_path(str(checkpoint.resolve()))
-        policy = out / "policy"
+            _write_atomically(progress, json.dumps({"timesteps": done}))
         algo.get_module(POLICY_ID).save_to_path(str(policy.resolve()))
         (policy / "ganno_policy.json").write_text(json.dumps({**run, "policy": POLICY_ID}))
     finally:
         algo.stop()
     return policy
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class RLlibPolicyAgent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 
 from ganno_bench.baselines import files
 from ganno_bench.baselines.ppo import load_ppo_config, ppo_config_path, train_ppo
@@ -44,6 +45,18 @@ def _train_rllib(args: argparse.Namespace, overrides: dict, names: str) -> int:
             "--backend rllib trains on one --env with RLlib's PPO defaults (no --recurrent, "
             "no --config); use the default backend for those"
         )
+    # the SB3 path's options that RLlib's loop has no counterpart for: refused, not dropped
+    unused = [
+        f"--{name.replace('_', '-')}"
+        for name, default in _SB3_ONLY_DEFAULTS.items()
+        if getattr(args, name) != default
+    ]
+    if unused:
+        raise ValueError(
+            f"--backend rllib does not take {', '.join(unused)}: RLlib checkpoints every "
+            "iteration into RUN/checkpoint and resumes from it, runs --cpus env runners and "
+            "keeps its policy on the CPU; drop them, or use the default backend"
+        )
     out = args.out or f"runs/rllib-ppo-{names}-seed{args.seed}"
     policy = train_rllib_ppo(
         args.env[0],
@@ -54,8 +67,23 @@ def _train_rllib(args: argparse.Namespace, overrides: dict, names: str) -> int:
         env_runners=max(1, args.cpus),
         address=args.address,
     )
+    if args.export:
+        shutil.copytree(policy, args.export, dirs_exist_ok=True)
+        policy = Path(args.export)
     print(f"wrote {policy}: evaluate it with `ganno-bench evaluate --agent {policy} ...`")
     return 0
+
+
+# ``train ppo`` options of the SB3 path and their defaults (see add_parsers)
+_SB3_ONLY_DEFAULTS: dict[str, object] = {
+    "engine": "batched",
+    "copies": None,
+    "checkpoint_every": 10_000,
+    "eval_every": 10_000,
+    "eval_instances": 8,
+    "resume": None,
+    "device": "cpu",
+}
 
 
 def cmd_train(args: argparse.Namespace) -> int:

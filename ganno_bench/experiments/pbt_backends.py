@@ -97,7 +97,9 @@ def compare(native: dict[str, Any], tune: dict[str, Any]) -> str:
         "every member at each perturbation point and restarts it from a checkpoint.",
         "",
         f"Cards: native `{native['agent']['name']}` and `{tune['agent']['name']}` "
-        f"(config backend `{tune['agent']['config'].get('backend')}`).",
+        f"(config backend `{tune['agent']['config'].get('backend')}`). The commands that "
+        "made them, what they cost and how far Tune's runs repeat: `how-it-was-run.md` "
+        "beside this report.",
     ]
     return "\n".join(lines) + "\n"
 
