@@ -58,42 +58,43 @@ def test_the_random_agent_keeps_its_per_episode_stream():
     assert len({json.dumps(e["lrs"]) for e in many["episodes"]}) == len(many["episodes"])
 
 
-def test_outer_loop_batch_size_and_transformer_runs_keep_the_sequential_engine_and_say_so():
-    with pytest.warns(RuntimeWarning, match="outer-loop"):
-        card = ganno_bench.evaluate(
-            load_agent("pbt"),
-            IDS[:1],
-            overrides={"decisions": 2, "inner_steps": 2},
-            engine="batched",
-            split="test",
-            seeds=[0],
-            instances=[0],
-            progress=False,
-        )
-    assert "engine" not in card
-    with pytest.warns(RuntimeWarning, match="batch-size id"):
-        card = ganno_bench.evaluate(
-            load_agent("bs-constant"),
-            ["ganno/BatchSize-MLP-Easy-v0"],
-            overrides={"decisions": 2, "samples_per_decision": 64},
-            engine="batched",
-            split="test",
-            seeds=[0],
-            instances=[0],
-            progress=False,
-        )
-    assert "engine" not in card
-    with pytest.warns(RuntimeWarning, match="transformer id"):
-        card = ganno_bench.evaluate(
-            load_agent("constant"),
-            ["ganno/LayerLR-Transformer-Easy-Adam-v0"],
-            overrides={"decisions": 2, "inner_steps": 1},
-            engine="batched",
-            split="test",
-            seeds=[0],
-            instances=[0],
-            progress=False,
-        )
+def _batched_request(agent: str, env_id: str, overrides: dict) -> dict:
+    """One instance of ``env_id`` evaluated with ``engine="batched"`` asked for."""
+    return ganno_bench.evaluate(
+        load_agent(agent),
+        [env_id],
+        overrides=overrides,
+        engine="batched",
+        split="test",
+        seeds=[0],
+        instances=[0],
+        progress=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "agent, env_id, overrides, reason",
+    [
+        ("pbt", IDS[0], {"decisions": 2, "inner_steps": 2}, "outer-loop"),
+        (
+            "bs-constant",
+            "ganno/BatchSize-MLP-Easy-v0",
+            {"decisions": 2, "samples_per_decision": 64},
+            "batch-size id",
+        ),
+        (
+            "constant",
+            "ganno/LayerLR-Transformer-Easy-Adam-v0",
+            {"decisions": 2, "inner_steps": 1},
+            "transformer id",
+        ),
+    ],
+)
+def test_runs_the_batched_engine_cannot_take_keep_the_sequential_one_and_say_so(
+    agent, env_id, overrides, reason
+):
+    with pytest.warns(RuntimeWarning, match=reason):
+        card = _batched_request(agent, env_id, overrides)
     assert "engine" not in card and len(card["episodes"]) == 1
 
 
