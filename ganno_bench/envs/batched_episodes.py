@@ -34,6 +34,7 @@ __all__ = [
     "batched_trainer_for",
     "batching_pays",
     "refuse_unbatchable",
+    "unbatchable_reason",
 ]
 
 
@@ -63,18 +64,27 @@ def batched_trainer_for(task: TaskSpec, num_slots: int, device: str) -> BatchedT
     return build_batched_trainer(task, num_slots, device)
 
 
-def refuse_unbatchable(task: TaskSpec) -> None:
-    """Raise for a task whose network the batched engine cannot train.
+def unbatchable_reason(task: TaskSpec) -> str | None:
+    """Why the batched engine cannot train ``task``'s network, or None.
 
     Transformers: its kernels cover Linear chains and Conv2d trunks over float inputs;
     an embedding lookup, layer norms and attention have no batched kernel (and its
     per-slot fallback would feed the network float zeros to size it). What batched
     support would take is written down in ARCHITECTURE.md."""
     if isinstance(task.model, ModelConfig) and task.model.kind == "transformer":
-        raise ValueError(
+        return (
             f"{task.id} is a transformer id: the batched engine has no kernels for "
-            "embeddings, layer norms or attention; use engine='sequential' (the reference "
-            "TorchTrainer, the default)"
+            "embeddings, layer norms or attention"
+        )
+    return None
+
+
+def refuse_unbatchable(task: TaskSpec) -> None:
+    """Raise for a task whose network the batched engine cannot train."""
+    reason = unbatchable_reason(task)
+    if reason is not None:
+        raise ValueError(
+            f"{reason}; use engine='sequential' (the reference TorchTrainer, the default)"
         )
 
 

@@ -433,8 +433,8 @@ class BatchedTrainer:
     def _scratch_rows(self, name: str, count: int) -> torch.Tensor:
         """The first ``count`` rows of a persistent (N, P) work buffer. Fresh (G, P)
         tensors each decision cost ~8,000 page faults a decision on MLP-Hard at N=32
-        (the allocator hands large blocks back to the system), about 10% of it; groups
-        train one after another, so one buffer per role serves them all."""
+        (the allocator hands large blocks back to the system); groups train one after
+        another, so one buffer per role serves them all."""
         if name not in self._scratch:
             self._scratch[name] = torch.empty_like(self._weights)
         return self._scratch[name][:count]
