@@ -366,3 +366,13 @@ def test_other_ids_are_checked_and_named_for_their_cards(tmp_path):
             protocols=["100k"], other_ids=[easy], overrides=TINY, out_dir=tmp_path,
             progress=False,
         )  # fmt: skip
+
+
+def test_a_wrong_other_id_is_refused_before_anything_is_played(tmp_path):
+    (tmp_path / "results").mkdir()
+    with pytest.raises(ValueError, match="not layerwise-LR ids"):
+        reproduce_generalisation(
+            protocols=["100k"], other_ids=["ganno/BatchSize-MLP-Easy-v0"],
+            results_dir=tmp_path / "results", out_dir=tmp_path / "out", progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "out" / "cards").exists()

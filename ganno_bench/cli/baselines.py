@@ -74,7 +74,7 @@ def _train_rllib(args: argparse.Namespace, overrides: dict, names: str) -> int:
     return 0
 
 
-# ``train ppo`` options of the SB3 path and their defaults (see add_parsers)
+# ``train ppo`` options of the SB3 path and their defaults (see add_commands)
 _SB3_ONLY_DEFAULTS: dict[str, object] = {
     "engine": "batched",
     "copies": None,

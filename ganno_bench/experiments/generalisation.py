@@ -574,6 +574,9 @@ def reproduce_generalisation(
     sections, made = [], []
     for p in chosen:
         files = list(policies) if policies is not None else shipped_policies(p)
+        # checked before anything is played, so a wrong id costs no evaluation
+        rest = _other_ids(list(targets or p.targets), other_ids) if every_id or other_ids else []
+        tag = "other" if every_id else "on-" + "+".join(_tag(i) for i in rest)
         tables = []
         for split in splits:
             card = evaluate_policies(
@@ -591,9 +594,7 @@ def reproduce_generalisation(
             made.append(card)
             if not partial:
                 write_card(card, merged_card_path(results_dir, p, split))
-            if (every_id or other_ids) and not partial:
-                rest = _other_ids(card["envs"], other_ids)
-                tag = "other" if every_id else "on-" + "+".join(_tag(i) for i in rest)
+            if rest and not partial:
                 other = evaluate_policies(
                     files,
                     split,
