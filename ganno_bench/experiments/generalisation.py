@@ -171,14 +171,16 @@ def target_groups(targets: Sequence[str]) -> dict[str, list[str]]:
         order = DIFFICULTY_ORDER.index(difficulty) if difficulty in DIFFICULTY_ORDER else 99
         return order, t
 
+    by_family = {
+        f: sorted((t for t in targets if family_of(t) == f), key=rank) for f in families(targets)
+    }
     groups: dict[str, list[str]] = {}
-    for f in families(targets):
-        harder = sorted((t for t in targets if family_of(t) == f), key=rank)
-        harder = [t for t in harder if spec(t).difficulty != "easy"]
+    for f, ids in by_family.items():
+        harder = [t for t in ids if spec(t).difficulty != "easy"]
         if harder:
             groups[f] = harder
-    for f in families(targets):
-        for t in sorted((t for t in targets if family_of(t) == f), key=rank):
+    for ids in by_family.values():
+        for t in ids:
             groups[_short(t).removeprefix("LayerLR-").removesuffix("-v0")] = [t]
     groups["all"] = list(targets)
     return groups
