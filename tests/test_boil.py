@@ -82,7 +82,7 @@ def _bowl(x: np.ndarray, length: int) -> tuple[np.ndarray, float]:
 
 def test_augmentation_adds_virtual_points_of_the_same_curve_until_ill_conditioned():
     opt = BOIL(_bowl, 3, 20, seed=0, n_init=3, max_augment=3)
-    opt.run(5)
+    opt.run(4)
     virtual = [r for r in opt.runs if r.virtual]
     real = [r for r in opt.runs if not r.virtual]
     assert 0 < len(virtual) <= 3 * len(real)
@@ -90,7 +90,7 @@ def test_augmentation_adds_virtual_points_of_the_same_curve_until_ill_conditione
         parent = next(r for r in real if np.array_equal(r.x, v.x) and r.length > v.length)
         assert np.array_equal(v.curve, parent.curve[: v.length])  # cut from its own curve
     strict = BOIL(_bowl, 3, 20, seed=0, n_init=3, max_condition=1.0)
-    strict.run(5)
+    strict.run(3)
     assert not any(r.virtual for r in strict.runs)  # every virtual point was refused
 
 
@@ -102,7 +102,7 @@ def test_methods_run_the_lengths_they_should():
     grid.run(27)
     assert len({tuple(r.x) for r in grid.runs}) == 27  # the whole 3^3 grid, once each
     boil = BOIL(_bowl, 3, 20, seed=1, n_init=3)
-    boil.run(5)
+    boil.run(4)
     assert min(r.length for r in boil.runs if not r.virtual) < 20  # it uses short runs
     assert boil.trace[-1]["cost"] == sum(r.length for r in boil.runs if not r.virtual)
 
