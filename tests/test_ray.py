@@ -169,9 +169,7 @@ class _DiesOnce(FunctionAgent):
         return super().act(observations, infos)
 
 
-def test_a_worker_killed_mid_episode_is_retried_and_every_episode_is_there_once(
-    cluster, tmp_path
-):
+def test_a_worker_killed_mid_episode_is_retried_and_every_episode_is_there_once(cluster, tmp_path):
     marker = tmp_path / "died"
     agent = _DiesOnce(random_factors, "random-dies", marker=str(marker))
     kwargs = {"overrides": TINY, "instances": [0, 1, 2, 3], "progress": False}
@@ -195,9 +193,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ganno_bench.cli.main", *args]
 
 
-def test_a_killed_driver_resumes_on_the_cluster_with_nothing_lost_or_duplicated(
-    cluster, tmp_path
-):
+def test_a_killed_driver_resumes_on_the_cluster_with_nothing_lost_or_duplicated(cluster, tmp_path):
     out = tmp_path / "card.json"
     journal = tmp_path / "card.json.partial.jsonl"
     command = _cli(
@@ -244,6 +240,21 @@ def test_an_unreachable_cluster_is_an_error_naming_the_address_and_the_fix(tmp_p
     assert f"127.0.0.1:{port}" in result.stderr and "ray start --head" in result.stderr
 
 
+def test_pbt_tune_takes_its_cluster_from_the_address_option(tmp_path):
+    """With the process backend, --address is where pbt-tune's Tune trials run: an
+    address nobody answers at is the agent's error, naming it and the fix."""
+    port = _free_port()
+    result = subprocess.run(
+        _cli("evaluate", "--agent", "pbt-tune", "--env", EASY, "--instances", "0",
+             "--seeds", "0", "--decisions", "2", "--inner-steps", "2", "--address",
+             f"127.0.0.1:{port}", "--quiet", "--out", str(tmp_path / "card.json")),
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr and "ray start --head" in result.stderr
+    assert "backend='ray'" not in result.stderr  # not refused as an episode backend
+
+
 def test_the_batched_engine_and_an_unknown_backend_are_refused_clearly():
     agent = load_agent("constant")
     with pytest.raises(ValueError, match="unknown backend 'dask'"):
@@ -277,3 +288,24 @@ def test_pbt_on_tune_with_four_members_plays_a_lineage_that_replays_exactly(tmp_
     (again,) = ganno_bench.evaluate(replay, [EASY], "test", [0], **kwargs)["episodes"]
     np.testing.assert_allclose(again["curves"]["val_loss"], episode["curves"]["val_loss"], 1e-5)
     assert again["final_test_loss"] == pytest.approx(episode["final_test_loss"], rel=1e-5)
+
+
+def test_bench_backends_times_both_backends_side_by_side(cluster):
+    """The bench's ratio is its two medians' quotient, every (backend, workers) cell was
+    measured, and the table prints what was measured."""
+    from ganno_bench.experiments.backend_bench import format_backends, measure_backends
+
+    result = measure_backends(EASY, repeats=1, episodes=2, workers=(1,), overrides=TINY)
+    assert result.pool_ms > 0 and result.ray_ms > 0
+    assert result.ratio == pytest.approx(result.ray_ms / result.pool_ms)
+    assert {b: sorted(w) for b, w in result.throughput.items()} == {
+        "processes": [1],
+        "ray": [1],
+    }
+    assert all(v > 0 for w in result.throughput.values() for v in w.values())
+    table = format_backends(result)
+    assert f"ratio Ray / pool: {result.ratio:.3f}" in table
+    ray_row = next(line for line in table.splitlines() if line.strip().startswith("ray"))
+    assert [float(v) for v in ray_row.split()[1:]] == pytest.approx(
+        [result.throughput["ray"][1]], abs=0.006
+    )

@@ -27,6 +27,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finished card of the same evaluation at OUT is reused (said so) unless --rerun. Ends
     with the run's IQM and 95% CI."""
     agent = load_agent(args.agent)
+    address = args.address
+    if address is not None and args.backend != "ray" and hasattr(agent, "address"):
+        agent.address, address = address, None  # a Ray agent's trials go there, not episodes
     out = args.out or f"{agent.name}-{args.split}.json"
     overrides = budget_overrides(args)
     kw = {"overrides": overrides, "instances": args.instances}
@@ -44,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             rerun=True,  # checked just above
             backend=args.backend,
-            address=args.address,
+            address=address,
             engine=args.engine,
             batch_size=args.batch_size,
             device=args.device,
@@ -192,7 +195,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--address",
-        help="a Ray cluster to join (e.g. 10.0.0.1:6379, or auto); needs --backend ray",
+        help="a Ray cluster to join (e.g. 10.0.0.1:6379, or auto): with --backend ray the "
+        "episodes run there; for a Ray agent (pbt-tune) its Tune trials do",
     )
     p.add_argument(
         "--engine",

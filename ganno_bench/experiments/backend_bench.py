@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Any
 
 from ganno_bench.baselines.zoo import load_agent
 from ganno_bench.benchmark import ray_backend
@@ -40,8 +41,8 @@ class BackendResult:
         return self.ray_ms / self.pool_ms
 
 
-def _job(env_id: str, instance: int, agent: object) -> tuple:
-    return (agent, env_id, "test", instance, 0, {}, load_references(env_id))
+def _job(env_id: str, instance: int, agent: object, overrides: dict[str, Any]) -> tuple:
+    return (agent, env_id, "test", instance, 0, overrides, load_references(env_id))
 
 
 def _pool_episode(job: tuple) -> dict:
@@ -53,15 +54,18 @@ def measure_backends(
     repeats: int = 10,
     episodes: int = 8,
     workers: Sequence[int] = (1, 2),
+    overrides: dict[str, Any] | None = None,
 ) -> BackendResult:
-    """Per-episode overhead and throughput of Ray against the process pool (see the module)."""
+    """Per-episode overhead and throughput of Ray against the process pool (see the module);
+    ``overrides`` shrink the episodes' budget (tests), the bench itself plays full ones."""
+    overrides = dict(overrides or {})
     ray = ray_backend.connect(None, num_cpus=max(workers))
     agent = load_agent("cosine")
     remote = ray.remote(num_cpus=1, max_retries=ray_backend.EPISODE_RETRIES)(
         ray_backend._episode_task
     )
     spec_ref, play_ref = ray.put(spec(env_id)), ray.put(run_episode)
-    job = _job(env_id, 0, agent)
+    job = _job(env_id, 0, agent, overrides)
     pool_times, ray_times = [], []
     with ProcessPoolExecutor(1, mp_context=worker_context(), initializer=init_worker) as pool:
         pool.submit(_pool_episode, job).result()  # warm both: imports, data, first episode
@@ -73,7 +77,7 @@ def measure_backends(
             start = time.perf_counter()
             ray.get(remote.remote(play_ref, spec_ref, job))
             ray_times.append(time.perf_counter() - start)
-    jobs = [_job(env_id, k, agent) for k in range(episodes)]
+    jobs = [_job(env_id, k, agent, overrides) for k in range(episodes)]
     throughput: dict[str, dict[int, float]] = {"processes": {}, "ray": {}}
     for count in workers:
         with ProcessPoolExecutor(
