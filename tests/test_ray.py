@@ -228,31 +228,30 @@ def test_a_killed_driver_resumes_on_the_cluster_with_nothing_lost_or_duplicated(
     assert _comparable(card) == _comparable(fresh)
 
 
-def test_an_unreachable_cluster_is_an_error_naming_the_address_and_the_fix(tmp_path):
-    port = _free_port()  # nothing listens there
+def _evaluate_at_an_unreachable_address(tmp_path, *args: str) -> str:
+    """``evaluate`` on a tiny budget with --address where nothing listens; asserts the
+    exit code 2 and the message naming the address and the fix; returns stderr."""
+    address = f"127.0.0.1:{_free_port()}"
     result = subprocess.run(
-        _cli("evaluate", "--agent", "constant", "--env", EASY, "--instances", "0",
-             "--decisions", "2", "--inner-steps", "2", "--backend", "ray", "--address",
-             f"127.0.0.1:{port}", "--quiet", "--out", str(tmp_path / "card.json")),
+        _cli("evaluate", *args, "--env", EASY, "--instances", "0", "--seeds", "0",
+             "--decisions", "2", "--inner-steps", "2", "--address", address, "--quiet",
+             "--out", str(tmp_path / "card.json")),
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
-    assert result.returncode == 2
-    assert f"127.0.0.1:{port}" in result.stderr and "ray start --head" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert address in result.stderr and "ray start --head" in result.stderr
+    return result.stderr
+
+
+def test_an_unreachable_cluster_is_an_error_naming_the_address_and_the_fix(tmp_path):
+    _evaluate_at_an_unreachable_address(tmp_path, "--agent", "constant", "--backend", "ray")
 
 
 def test_pbt_tune_takes_its_cluster_from_the_address_option(tmp_path):
     """With the process backend, --address is where pbt-tune's Tune trials run: an
     address nobody answers at is the agent's error, naming it and the fix."""
-    port = _free_port()
-    result = subprocess.run(
-        _cli("evaluate", "--agent", "pbt-tune", "--env", EASY, "--instances", "0",
-             "--seeds", "0", "--decisions", "2", "--inner-steps", "2", "--address",
-             f"127.0.0.1:{port}", "--quiet", "--out", str(tmp_path / "card.json")),
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert f"127.0.0.1:{port}" in result.stderr and "ray start --head" in result.stderr
-    assert "backend='ray'" not in result.stderr  # not refused as an episode backend
+    stderr = _evaluate_at_an_unreachable_address(tmp_path, "--agent", "pbt-tune")
+    assert "backend='ray'" not in stderr  # not refused as an episode backend
 
 
 def test_the_batched_engine_and_an_unknown_backend_are_refused_clearly():
