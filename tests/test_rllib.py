@@ -25,15 +25,23 @@ BUDGET = {"decisions": 3, "inner_steps": 2}
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
+    """A few iterations, trained as if another Ray session had come first in this process:
+    Tune's registry then keys its entries by that session's job id (it keeps the first
+    one it saw), so an env registered there by name is lost to this session's env runners
+    (``NameNotFound``, seen when the whole suite runs in one worker)."""
     import ray
+    from ray.tune.registry import _global_registry
 
     from ganno_bench.baselines.rllib_ppo import train_rllib_ppo
 
     out = tmp_path_factory.mktemp("rllib") / "run"
     try:
-        yield train_rllib_ppo(
-            EASY, 48, out, seed=0, overrides=BUDGET, env_runners=1, batch_size=24
-        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_global_registry, "_prefix", "0000ff00")  # another session's job
+            trained = train_rllib_ppo(
+                EASY, 48, out, seed=0, overrides=BUDGET, env_runners=1, batch_size=24
+            )
+        yield trained
     finally:
         ray.shutdown()
 

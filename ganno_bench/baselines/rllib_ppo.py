@@ -41,20 +41,6 @@ def _rllib() -> Any:
     return rllib
 
 
-def _env_creator(env_config: dict[str, Any]) -> Any:
-    """An RLlib multi-agent env of the id (every layer an agent), one torch thread."""
-    import torch
-    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
-
-    from ganno_bench.envs.registry import make
-
-    torch.set_num_threads(1)
-    env = make(
-        env_config["env_id"], split="train", action_mode="factor", **env_config["overrides"]
-    )
-    return ParallelPettingZooEnv(env)
-
-
 def rllib_config(
     env_id: str,
     seed: int,
@@ -64,12 +50,12 @@ def rllib_config(
 ) -> Any:
     """RLlib's PPOConfig: the id's env, every agent on the one shared policy."""
     from ray.rllib.algorithms.ppo import PPOConfig
-    from ray.tune.registry import register_env
 
-    register_env("ganno-bench", _env_creator)
+    from ganno_bench.baselines.rllib_env import LayerLRMultiAgentEnv
+
     return (
         PPOConfig()
-        .environment("ganno-bench", env_config={"env_id": env_id, "overrides": overrides})
+        .environment(LayerLRMultiAgentEnv, env_config={"env_id": env_id, "overrides": overrides})
         .multi_agent(
             policies={POLICY_ID}, policy_mapping_fn=lambda agent_id, *args, **kw: POLICY_ID
         )
