@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -131,3 +132,24 @@ def test_any_curves_and_rates_round_trip_bit_for_bit(card, tmp_path_factory, cur
         made["episodes"].append(episode)
     path = write_card(made, tmp_path_factory.mktemp("h") / "h.json.gz")
     assert same(load_card(path), made)
+
+
+def test_write_atomically_replaces_whole_files_and_keeps_the_old_one_on_a_failed_write(
+    tmp_path, monkeypatch
+):
+    from ganno_bench.benchmark.journal import write_atomically
+
+    path = tmp_path / "card.json"
+    write_atomically(path, "old\n")
+    write_atomically(path, b"new bytes")
+    assert path.read_bytes() == b"new bytes" and list(tmp_path.iterdir()) == [path]
+
+    def torn(self, data):  # a kill mid-write: half the data reaches the temporary file
+        with open(self, "w") as sink:
+            sink.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, "a replacement that never lands")
+    assert path.read_bytes() == b"new bytes"  # the finished file is untouched

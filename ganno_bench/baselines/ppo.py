@@ -32,6 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from ganno_bench.baselines.policy import PolicyAgent, load_policy
 from ganno_bench.benchmark.evaluation import evaluate, single_threaded
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.envs.mixed_vector import make_mixed_vec_env
 from ganno_bench.envs.registry import spec, track_of
 from ganno_bench.envs.vector import make_vec_env
@@ -195,9 +196,7 @@ def _forget_evaluations_after(path: Path, timesteps: int) -> None:
     lines = path.read_text().splitlines()
     kept = [line for line in lines if line and json.loads(line)["timesteps"] <= timesteps]
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_atomically(path, "".join(line + "\n" for line in kept))
 
 
 def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
@@ -215,9 +214,7 @@ def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
             )
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("run.json.tmp")
-    tmp.write_text(json.dumps(request, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(request, indent=2) + "\n")
 
 
 def train_ppo(

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.benchmark.ray_backend import RayUnavailableError
 
 POLICY_ID = "shared"
@@ -111,18 +112,12 @@ def train_rllib_ppo(
             done = int(result.get("num_agent_steps_sampled_lifetime", {}).get("__all__", 0)
                        or result.get("num_env_steps_sampled_lifetime", 0))  # fmt: skip
             algo.save_to_path(str(checkpoint.resolve()))
-            _write_atomically(progress, json.dumps({"timesteps": done}))
+            write_atomically(progress, json.dumps({"timesteps": done}))
         algo.get_module(POLICY_ID).save_to_path(str(policy.resolve()))
         (policy / "ganno_policy.json").write_text(json.dumps({**run, "policy": POLICY_ID}))
     finally:
         algo.stop()
     return policy
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RLlibPolicyAgent:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import tomllib
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 
 from ganno_bench.agents.protocol import Actions, Infos, Observations, _layer_index
 from ganno_bench.baselines.boil import BOIL, Objective
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.envs.registry import make, spec
 from ganno_bench.inner.instances import Instance
 from ganno_bench.inner.task import TaskSpec
@@ -172,6 +172,4 @@ def _write_family_toml(path: Path, name: str, table: dict[str, Any]) -> None:
     for env_id, params in sorted(table["per_id"].items()):
         lines.append(f'\n[{name}.per_id."{env_id}"]')
         lines += [f"{key} = {value!r}" for key, value in params.items()]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, "\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ import numpy as np
 
 from ganno_bench.baselines.schedules import GlobalScheduleAgent
 from ganno_bench.benchmark.evaluation import evaluate
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.benchmark.references import GRIDS
 from ganno_bench.envs.registry import spec
 
@@ -77,9 +78,7 @@ def write_tuned(path: Path, tuned: dict[str, dict[str, Any]]) -> None:
         lines.append(f"\n[{name}.base_lr]")
         lines += [f'"{env_id}" = {rate!r}' for env_id, rate in sorted(table["base_lr"].items())]
         lines.append("")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    write_atomically(path, "\n".join(lines))
 
 
 def _toml_value(value: Any) -> str:

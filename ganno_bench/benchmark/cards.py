@@ -27,6 +27,7 @@ import jsonschema
 import numpy as np
 
 from ganno_bench.benchmark import curve_store
+from ganno_bench.benchmark.journal import write_atomically
 
 CARD_KIND = "ganno-bench/result-card"
 SCHEMA_VERSION = 1
@@ -278,9 +279,7 @@ def write_card(card: dict[str, Any], path: str | os.PathLike) -> Path:
         )
     else:
         data = (json.dumps(card, indent=1, allow_nan=False) + "\n").encode()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomically(path, data)
     return path
 
 

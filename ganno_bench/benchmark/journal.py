@@ -1,7 +1,8 @@
 """Append-only JSON-lines files that survive a kill at any moment.
 
 The evaluation journal (``<card>.partial.jsonl``) and the references' work file share
-this code. Every record is one line, written with its newline in one call, flushed and
+this code, and :func:`write_atomically` (whole files: cards, run records, reports)
+beside it. Every record is one line, written with its newline in one call, flushed and
 fsynced before the work goes on, so after a kill the file holds complete lines and at
 most one *torn* last line: a record cut short, without its newline. Reading ignores that
 line; opening for appending first cuts it off (or ends it, if the cut fell just before
@@ -72,3 +73,14 @@ def append(sink: IO[str], record: dict[str, Any]) -> None:
     sink.write(json.dumps(record) + "\n")
     sink.flush()
     os.fsync(sink.fileno())
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Replace ``path``'s contents in one step: written to ``path.tmp`` first, then renamed
+    over it, so a kill leaves the old file or the new one, never half of either."""
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    os.replace(tmp, path)

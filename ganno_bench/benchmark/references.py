@@ -281,9 +281,7 @@ def _freeze(
     path = references_path(env_id, out_dir)
     assert path is not None  # compute_references refused ids without a folder
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(path)
+    journal.write_atomically(path, json.dumps(payload, indent=1) + "\n")
     return path
 
 

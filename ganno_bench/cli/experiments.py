@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ganno_bench.baselines.files import baselines_dir
 from ganno_bench.baselines.ppo import load_ppo_config, train_ppo
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.benchmark.leaderboard.runs import load_named
 from ganno_bench.benchmark.threads import torch_threads
 from ganno_bench.cli.common import add_budget_options, budget_overrides
@@ -40,9 +41,7 @@ def _diagnosis(args: argparse.Namespace) -> int:
         )
     out = Path(args.out) / "diagnosis.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(out)
+    write_atomically(out, text + "\n")
     print(text)
     print(f"written to {out}")
     return 0

@@ -31,6 +31,7 @@ from scipy import stats as sps
 
 from ganno_bench.baselines.boil import BOIL, METHODS
 from ganno_bench.baselines.schedule_family import env_objective
+from ganno_bench.benchmark.journal import write_atomically
 
 __all__ = ["claim_rows", "claim_table", "conclusion", "run_claim"]
 
@@ -146,9 +147,7 @@ def run_claim(
             "",
         ]
     )
-    tmp = out / "README.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "README.md")
+    write_atomically(out / "README.md", text)
     return text
 
 

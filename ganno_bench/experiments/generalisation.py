@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from ganno_bench.baselines.policy import PolicyAgent
 from ganno_bench.benchmark import stats
 from ganno_bench.benchmark.cards import card_files, load_card, validate_card, write_card
 from ganno_bench.benchmark.evaluation import evaluate
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.benchmark.leaderboard import family_of, load_cards, merge_runs, scores_for
 from ganno_bench.benchmark.leaderboard.runs import families
 from ganno_bench.experiments.protocols import PROTOCOLS, Protocol, protocol, shipped_policies
@@ -482,9 +482,7 @@ def write_report(
         ("README.md", markdown),
         ("table.json", json.dumps(payload, indent=2) + "\n"),
     ):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(content)
-        os.replace(tmp, out_dir / name)
+        write_atomically(out_dir / name, content)
     return markdown
 
 

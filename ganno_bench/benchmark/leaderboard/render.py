@@ -9,6 +9,7 @@ from typing import Any
 
 from ganno_bench.benchmark import stats
 from ganno_bench.benchmark.cards import CardError
+from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.benchmark.leaderboard.plots import plot_jobs, styles
 from ganno_bench.benchmark.leaderboard.runs import (
     TRACKS,
@@ -187,9 +188,7 @@ def render_leaderboard(
             if stale not in written:
                 stale.unlink()
     readme = out_dir / "README.md"
-    tmp = readme.with_name(readme.name + ".tmp")  # never a half-written leaderboard
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    tmp.replace(readme)
+    write_atomically(readme, "\n".join(lines).rstrip() + "\n")  # never a half-written board
     return readme
 
 
