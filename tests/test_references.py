@@ -129,10 +129,10 @@ def test_grids_are_log_spaced_and_inside_the_learning_rate_bounds():
         assert 10 ** grid.min() >= task.lr_bounds[0] and 10 ** grid.max() <= task.lr_bounds[1]
 
 
-# Ids whose references are still being computed (the transformer family is new): named
-# here so that the test fails when any other id lacks them, and again once these arrive
-# (then this set must shrink).
-PENDING_REFERENCES = {"ganno/LayerLR-Transformer-Hard-Adam-v0"}
+# Ids whose references are still being computed (none now): named here so that the test
+# fails when any other id lacks them, and again once these arrive (then this set must
+# shrink).
+PENDING_REFERENCES: set[str] = set()
 
 
 def test_every_suite_id_has_shipped_references():
