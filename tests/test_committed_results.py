@@ -62,8 +62,9 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
 
 def _agent_of(card: dict, episode: dict):
     """The agent that made ``episode``: by name, or for a merged per-seed card (the
-    shipped PPO policies) the seed's own checkpoint."""
+    shipped PPO policies) the seed's own checkpoint (an ensemble: its TOML)."""
     per_seed = card["agent"]["config"].get("per_seed")
     if per_seed is None:
         return load_agent(card["agent"]["name"])
-    return load_agent(Path(per_seed[str(episode["seed"])]["checkpoint"]).stem)
+    config = per_seed[str(episode["seed"])]
+    return load_agent(Path(config.get("checkpoint") or config["ensemble"]).stem)

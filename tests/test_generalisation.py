@@ -270,9 +270,47 @@ def test_protocols_target_only_ids_harder_than_what_they_trained_on():
         assert not set(p.train_ids) & set(p.targets)
         assert all(ganno_bench.spec(t).optimizer == "sgd" for t in (*p.train_ids, *p.targets))
         assert p.config is None or (baselines_dir() / "ppo" / p.config).exists()
-        assert f"--timesteps {p.timesteps}" in p.recipe
-    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, 100k"):
+        if p.trains:
+            assert f"--timesteps {p.timesteps}" in p.recipe
+        else:  # an ensemble of shipped policies: its file exists and names its members
+            assert shipped_policies(p) == [baselines_dir() / "ppo" / p.ensemble]
+            assert f"--agent {p.agent}" in p.recipe
+    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, c, 100k"):
         protocol("z")
+
+
+def test_the_ensemble_protocol_plays_once_with_seed_0_and_is_listed_by_its_file(
+    tmp_path, baseline_cards
+):
+    text = reproduce_generalisation(
+        protocols=["c"],
+        runs_dir=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        out_dir=tmp_path,
+        baseline_cards=baseline_cards,
+        splits=["test"],
+        targets=TARGETS,
+        overrides=TINY,
+        instances=INSTANCES,
+        n_resamples=200,
+        progress=False,
+    )
+    card = load_card(tmp_path / "cards" / "ppo-c-ensemble-a-test.json.gz")
+    assert card["seeds"] == [0]  # deterministic: one run per instance, not three copies
+    assert len(card["episodes"]) == len(TARGETS) * len(INSTANCES)
+    config = card["agent"]["config"]
+    assert config["algorithm"] == "ensemble"
+    assert [m["checkpoint"] for m in config["members"]] == [
+        f"baselines/ppo/ppo-a-mlp-easy-seed{s}.zip" for s in range(3)
+    ]
+    assert "Policies: `ppo-c-ensemble-a.toml` (no training" in text
+    assert not list(tmp_path.glob("cards/*seed*"))
+
+
+def test_the_ensemble_protocol_cannot_be_trained(capsys):
+    code = main(["reproduce", "generalisation", "--protocol", "c", "--train", "--quiet"])
+    assert code == 2
+    assert "protocol 'c' trains nothing" in capsys.readouterr().err
 
 
 def test_goal_rows_follow_the_group_statistics(reproduced, baseline_cards):

@@ -55,6 +55,29 @@ def _agent_order(agent: str) -> tuple[int, str]:
         return (-1, agent)
 
 
+def live_batch(
+    players: Sequence[Any], observations: Sequence[Observations]
+) -> tuple[list[list[str]], np.ndarray]:
+    """Every episode's live layers (in layer order) and their observations as one batch."""
+    lives = [
+        [a for a in p._agents if a in obs] for p, obs in zip(players, observations, strict=True)
+    ]
+    batch = np.stack(
+        [obs[a] for live, obs in zip(lives, observations, strict=True) for a in live]
+    ).astype(np.float32)
+    return lives, batch
+
+
+def per_episode(lives: Sequence[Sequence[str]], actions: np.ndarray) -> list[Actions]:
+    """One batch's actions split back into each episode's ``{layer: factor index}``."""
+    out, start = [], 0
+    for live in lives:
+        chosen = actions[start : start + len(live)]
+        out.append({agent: int(a) for agent, a in zip(live, chosen, strict=True)})
+        start += len(live)
+    return out
+
+
 def _algorithm(path: Path) -> str:
     """``"PPO"`` or ``"RecurrentPPO"``, read from the saved policy's class path."""
     try:
@@ -198,18 +221,9 @@ class PolicyAgent:
         whose hidden states stay per episode (the caller then asks each copy's ``act``)."""
         if not players or players[0].recurrent:
             return None
-        pairs = list(zip(players, observations, strict=True))
-        lives = [[a for a in p._agents if a in obs] for p, obs in pairs]
-        batch = np.stack(
-            [obs[a] for live, (_, obs) in zip(lives, pairs, strict=True) for a in live]
-        ).astype(np.float32)
+        lives, batch = live_batch(players, observations)
         actions, _ = players[0].model.predict(batch, deterministic=True)
-        out, start = [], 0
-        for live in lives:
-            chosen = actions[start : start + len(live)]
-            out.append({agent: int(a) for agent, a in zip(live, chosen, strict=True)})
-            start += len(live)
-        return out
+        return per_episode(lives, actions)
 
     def act(self, observations: Observations, infos: Infos) -> Actions:
         if not self.recurrent:  # one episode is a batch of one

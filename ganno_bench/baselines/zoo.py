@@ -12,6 +12,7 @@ from ganno_bench.agents.protocol import Agent, FunctionAgent, OuterLoopAgent
 from ganno_bench.baselines.configs import load_baselines
 from ganno_bench.baselines.files import baselines_dir
 from ganno_bench.baselines.policy import PolicyAgent
+from ganno_bench.baselines.policy_ensemble import is_ensemble_file, load_ensemble
 from ganno_bench.baselines.schedules import halve_on_plateau
 
 
@@ -30,6 +31,9 @@ def builtin_agents() -> dict[str, Callable[[], Agent]]:
             factories[name] = lambda path=path, name=name: load_baselines(path)[name]
     for path in sorted((baselines_dir() / "ppo").glob("*.zip")):
         factories[path.stem] = lambda path=path: _policy_agent(path)
+    for path in sorted((baselines_dir() / "ppo").glob("*.toml")):
+        if is_ensemble_file(path):
+            factories[path.stem] = lambda path=path: load_ensemble(path)
     return factories
 
 
@@ -39,13 +43,16 @@ def _policy_agent(path: Path) -> Agent:
 
 def load_agent(spec: str) -> Agent:
     """A shipped agent by name, a saved policy (``PATH.zip``, see :class:`PolicyAgent`; or
-    an RLlib run's ``RUN/policy`` folder), or
+    an RLlib run's ``RUN/policy`` folder), an ensemble of saved policies (``PATH.toml``
+    with an ``[ensemble]`` table, see :class:`PolicyEnsemble`), or
     ``module:attribute`` (an Agent or a factory of one)."""
     agents = builtin_agents()
     if spec in agents:
         return agents[spec]()
     if spec.endswith(".zip"):
         return _policy_agent(Path(spec))
+    if spec.endswith(".toml") and is_ensemble_file(spec):
+        return load_ensemble(spec)
     if (Path(spec) / "ganno_policy.json").exists():  # a policy exported by RLlib training
         from ganno_bench.baselines.rllib_ppo import RLlibPolicyAgent
 

@@ -75,6 +75,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     policies = [Path(p) for p in args.policy] if args.policy else None
     if args.train:
         p = protocol(names[0])
+        if not p.trains:
+            raise ValueError(
+                f"protocol {p.name!r} trains nothing ({p.recipe}): drop --train, or train "
+                "its members' protocol"
+            )
         config = load_ppo_config(path=baselines_dir() / "ppo" / p.config) if p.config else None
         policies = [
             train_ppo(
@@ -209,12 +214,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="append",
         choices=list(PROTOCOLS),
         help="training protocol to reproduce (repeatable; default: every protocol with "
-        "shipped policies): "
-        + "; ".join(f"{q.name}: {q.summary}" for q in PROTOCOLS.values()),
+        "shipped policies): " + "; ".join(f"{q.name}: {q.summary}" for q in PROTOCOLS.values()),
     )
-    p.add_argument(
-        "--timesteps", type=int, help="with --train (default: the protocol's)"
-    )
+    p.add_argument("--timesteps", type=int, help="with --train (default: the protocol's)")
     p.add_argument(
         "--engine",
         choices=["batched", "sequential"],

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ganno_bench.baselines.policy import PolicyAgent
+from ganno_bench.baselines.policy_ensemble import PolicyEnsemble, load_ensemble
 from ganno_bench.benchmark import stats
 from ganno_bench.benchmark.cards import card_files, load_card, validate_card, write_card
 from ganno_bench.benchmark.evaluation import evaluate
@@ -104,9 +105,7 @@ def evaluate_policies(
     """
     cards = []
     for index, path in enumerate(policies):
-        seed = training_seed(path, index)
-        agent = PolicyAgent.from_path(path, name=agent_name)
-        out = work_dir / f"{agent_name}-seed{seed}-{split}.json.gz"
+        agent, seed, out = _player(Path(path), index, split, work_dir, agent_name)
         card = _finished(out, agent, split, targets, overrides, instances)
         if card is None:
             card = evaluate(
@@ -125,6 +124,24 @@ def evaluate_policies(
     return merge_seed_cards(cards, agent_name)
 
 
+def _player(
+    path: Path, index: int, split: str, work_dir: Path, agent_name: str
+) -> tuple[PolicyAgent | PolicyEnsemble, int, Path]:
+    """The agent a policy file plays, its evaluation seed and its card's path: a saved
+    policy plays with its training seed; an ensemble (deterministic, and the seed changes
+    nothing on a frozen instance) with seed 0, once, like the scripted baselines."""
+    if path.suffix == ".toml":
+        return load_ensemble(path, name=agent_name), 0, work_dir / f"{agent_name}-{split}.json.gz"
+    seed = training_seed(path, index)
+    agent = PolicyAgent.from_path(path, name=agent_name)
+    return agent, seed, work_dir / f"{agent_name}-seed{seed}-{split}.json.gz"
+
+
+def played_file(config: Mapping[str, Any]) -> str:
+    """The policy file one seed's card configuration names (an ensemble: its TOML)."""
+    return Path(config.get("checkpoint") or config["ensemble"]).name
+
+
 def training_seed(path: Path, index: int) -> int:
     """The training seed in a policy's file name (``...-seed3.zip``), else its position."""
     match = re.search(r"seed(\d+)", Path(path).stem)
@@ -133,7 +150,7 @@ def training_seed(path: Path, index: int) -> int:
 
 def _finished(
     out: Path,
-    agent: PolicyAgent,
+    agent: PolicyAgent | PolicyEnsemble,
     split: str,
     targets: Sequence[str],
     overrides: dict[str, Any] | None,
@@ -420,8 +437,12 @@ def protocol_section(
         "",
         f"**Conclusion.** Protocol `{p.name}`: {conclusion(tables)}",
         "",
-        f"Policies: {', '.join(f'`{n}`' for n in policies)} (one per training seed S; "
-        f"train with `{p.recipe}`).",
+        f"Policies: {', '.join(f'`{n}`' for n in policies)} "
+        + (
+            f"(one per training seed S; train with `{p.recipe}`)."
+            if p.trains
+            else f"({p.recipe}; played once, with seed 0, as the agent is deterministic)."
+        ),
         "",
     ]
     for table in tables:
@@ -651,7 +672,7 @@ def render_generalisation(
         for path in paths:
             card = cards[path]
             per_seed = card["agent"]["config"].get("per_seed", {})
-            policies += [Path(c["checkpoint"]).name for c in per_seed.values()]
+            policies += [played_file(c) for c in per_seed.values()]
             # overridden tasks have no references: compare losses, as reproduce does
             overridden = any(env.get("overrides") for env in card["envs"].values())
             tables.append(

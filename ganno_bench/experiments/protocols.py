@@ -5,7 +5,9 @@ A protocol is a named recipe in ``baselines/ppo/`` (a TOML of PPO settings and t
 in its header), trained once per seed into ``runs/protocol-NAME-seedS`` and shipped as
 ``baselines/ppo/AGENT-seedS.zip``. Its targets are the SGD ids harder than everything it
 trained on, in the same factor action space; a policy that never saw a CNN is also judged
-on CNN-Easy.
+on CNN-Easy. A protocol may instead combine another protocol's shipped policies without
+training (``ensemble``: a ``baselines/ppo/AGENT.toml`` listing them, played as one
+deterministic agent with seed 0).
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ class Protocol:
     recipe: str  # the training command, with S for the seed
     summary: str
     config: str | None  # the recipe's TOML in baselines/ppo/ (None: the shipped config.toml)
-    timesteps: int
+    timesteps: int  # per training seed (an ensemble: its members')
     checkpoint_every: int = 50_000
+    ensemble: str | None = None  # no training: this TOML in baselines/ppo/ combines policies
+
+    @property
+    def trains(self) -> bool:
+        return self.ensemble is None
 
     def run_dir(self, seed: int, runs_dir: str | Path = "runs") -> Path:
         return Path(runs_dir) / f"protocol-{self.name}-seed{seed}"
@@ -81,6 +88,21 @@ PROTOCOLS: dict[str, Protocol] = {
             timesteps=500_000,
         ),
         Protocol(
+            name="c",
+            agent="ppo-c-ensemble-a",
+            train_ids=(_MLP_EASY,),
+            targets=(*MLP_TARGETS, _CNN_EASY, *CNN_TARGETS),
+            recipe=(
+                "no training: `ganno-bench evaluate --agent ppo-c-ensemble-a` plays protocol "
+                "a's three policies (listed in baselines/ppo/ppo-c-ensemble-a.toml) as one agent"
+            ),
+            summary="protocol a's three seeds as one agent (mean action probability), "
+            "no new training",
+            config=None,
+            timesteps=1_000_000,
+            ensemble="ppo-c-ensemble-a.toml",
+        ),
+        Protocol(
             name="100k",
             agent="ppo-mlp-easy",
             train_ids=(_MLP_EASY,),
@@ -113,11 +135,19 @@ def _seed_of(path: Path) -> int:
 
 
 def shipped_policies(p: Protocol | str = "100k") -> list[Path]:
-    """The protocol's shipped policies, one per training seed, in seed order."""
+    """The protocol's shipped policies, one per training seed, in seed order (an ensemble
+    protocol: its one TOML file)."""
     from ganno_bench.baselines.files import baselines_dir
 
     p = protocol(p) if isinstance(p, str) else p
     folder = baselines_dir() / "ppo"
+    if p.ensemble is not None:
+        if not (folder / p.ensemble).is_file():
+            raise FileNotFoundError(
+                f"protocol {p.name!r} plays the ensemble {folder / p.ensemble}, which is "
+                "missing: restore it from the repository (git checkout baselines/ppo)"
+            )
+        return [folder / p.ensemble]
     found = sorted(
         (f for f in folder.glob(f"{p.agent}-seed*.zip") if re.search(r"seed\d+$", f.stem)),
         key=_seed_of,
