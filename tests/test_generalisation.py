@@ -101,6 +101,16 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
     assert table["policy"]["iqm"]["CNN-Easy"]["value"] == pytest.approx(
         sps.trim_mean(mine["ganno/LayerLR-CNN-Easy-v0"], 0.25)
     )
+    for seed, card in zip((0, 1), cards, strict=True):  # each seed's policy alone
+        alone = scores_for(card, "neg_test_loss")
+        per_seed = table["policy"]["per_seed"][str(seed)]
+        assert per_seed["all"]["value"] == pytest.approx(
+            sps.trim_mean(np.concatenate([alone[t] for t in sorted(alone)]), 0.25)
+        )
+        assert per_seed["MLP-Hard"]["value"] == pytest.approx(
+            sps.trim_mean(alone["ganno/LayerLR-MLP-Hard-v0"], 0.25)
+        )
+        assert f"ppo-mlp-easy, seed {seed} alone" in text
     for row in table["baselines"]:
         card = next(c for c in baseline_cards if c["agent"]["name"] == row["agent"])
         theirs = scores_for(card, "neg_test_loss")

@@ -274,11 +274,21 @@ def generalisation_table(
             "agent": policy_card["agent"]["name"],
             "seeds": policy_card["seeds"],
             "iqm": iqms(mine),
+            # each training seed's policy alone: how far one seed is from the pooled result
+            "per_seed": {
+                str(s): iqms(_seed_scores(policy_card, s, metric)) for s in policy_card["seeds"]
+            }
+            if len(policy_card["seeds"]) > 1
+            else {},
         },
         "baselines": rows,
         "metric": metric,
         "bootstrap": kw,
     }
+
+
+def _seed_scores(card: Mapping[str, Any], seed: int, metric: str) -> dict[str, np.ndarray]:
+    return scores_for({"episodes": [e for e in card["episodes"] if e["seed"] == seed]}, metric)
 
 
 def _compatible(card: Mapping[str, Any], policy_card: Mapping[str, Any]) -> bool:
@@ -298,8 +308,8 @@ def _fmt(e: Mapping[str, float]) -> str:
 
 
 def render_table(table: Mapping[str, Any]) -> str:
-    """A markdown table: one row per agent, the policy first; IQM per target group and
-    P(policy > agent) over all targets."""
+    """A markdown table: one row per agent, the policy first (then each of its training
+    seeds alone); IQM per target group and P(policy > agent) over all targets."""
     groups = list(table["groups"])
     header = [
         "agent",
@@ -315,6 +325,10 @@ def render_table(table: Mapping[str, Any]) -> str:
             "-",
             "1",
         ]
+    ]
+    rows += [
+        [f"{policy['agent']}, seed {seed} alone", *(_fmt(iqm[g]) for g in groups), "-", "1"]
+        for seed, iqm in policy.get("per_seed", {}).items()
     ]
     rows += [
         [
