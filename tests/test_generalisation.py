@@ -47,12 +47,10 @@ def baseline_cards() -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, baseline_cards) -> tuple:
-    out = tmp_path_factory.mktemp("gen")
-    text = reproduce_generalisation(
-        protocols=["100k"],
-        policies=shipped_policies()[:2],
+def _reduced_run(out, baseline_cards, protocol_name: str, **kwargs) -> str:
+    """A protocol on the TARGETS' first instances at a tiny budget, into ``out``."""
+    return reproduce_generalisation(
+        protocols=[protocol_name],
         runs_dir=out / "runs",
         results_dir=out / "results",
         out_dir=out,
@@ -63,8 +61,14 @@ def reproduced(tmp_path_factory, baseline_cards) -> tuple:
         instances=INSTANCES,
         n_resamples=200,
         progress=False,
+        **kwargs,
     )
-    return out, text
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, baseline_cards) -> tuple:
+    out = tmp_path_factory.mktemp("gen")
+    return out, _reduced_run(out, baseline_cards, "100k", policies=shipped_policies()[:2])
 
 
 def test_policy_cards_of_each_seed_are_merged_with_seeds_as_training_seeds(reproduced):
@@ -292,19 +296,7 @@ def test_protocols_target_only_ids_harder_than_what_they_trained_on():
 def test_the_ensemble_protocol_plays_once_with_seed_0_and_is_listed_by_its_file(
     tmp_path, baseline_cards
 ):
-    text = reproduce_generalisation(
-        protocols=["c"],
-        runs_dir=tmp_path / "runs",
-        results_dir=tmp_path / "results",
-        out_dir=tmp_path,
-        baseline_cards=baseline_cards,
-        splits=["test"],
-        targets=TARGETS,
-        overrides=TINY,
-        instances=INSTANCES,
-        n_resamples=200,
-        progress=False,
-    )
+    text = _reduced_run(tmp_path, baseline_cards, "c")
     card = load_card(tmp_path / "cards" / "ppo-c-ensemble-a-test.json.gz")
     assert card["seeds"] == [0]  # deterministic: one run per instance, not three copies
     assert len(card["episodes"]) == len(TARGETS) * len(INSTANCES)
