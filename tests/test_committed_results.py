@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganno_bench.baselines.zoo import load_agent
 from ganno_bench.benchmark.cards import card_files, load_card, same_processor
 from ganno_bench.benchmark.evaluation import run_episode, single_threaded
 from ganno_bench.benchmark.scoring import load_references
+from ganno_bench.experiments.verify import agent_of
 
 RESULTS = Path(__file__).resolve().parent.parent / "leaderboards" / "results"
 CARDS = card_files(RESULTS)
@@ -42,7 +42,7 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
     overrides = card["envs"][episode["env_id"]].get("overrides") or None
     with single_threaded():
         again = run_episode(
-            _agent_of(card, episode),
+            agent_of(card, episode),
             episode["env_id"],
             card["split"],
             episode["instance"],
@@ -58,13 +58,3 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
         episode["normalised_score"], rel=rtol, abs=rtol * 1e-3
     )
     np.testing.assert_allclose(again["lrs"], episode["lrs"], rtol=rtol)
-
-
-def _agent_of(card: dict, episode: dict):
-    """The agent that made ``episode``: by name, or for a merged per-seed card (the
-    shipped PPO policies) the seed's own checkpoint (an ensemble: its TOML)."""
-    per_seed = card["agent"]["config"].get("per_seed")
-    if per_seed is None:
-        return load_agent(card["agent"]["name"])
-    config = per_seed[str(episode["seed"])]
-    return load_agent(Path(config.get("checkpoint") or config["ensemble"]).stem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 
 import numpy as np
@@ -160,3 +161,41 @@ def test_a_recurrent_member_is_refused(tmp_path):
     path = _ensemble_file(tmp_path, ["ppo-mlp-easy-seed0.zip", "lstm.zip"])
     with pytest.raises(ValueError, match=r"lstm\.zip is a recurrent policy"):
         load_ensemble(path)
+
+
+def test_members_of_another_track_are_refused_when_the_ensemble_is_made(tmp_path):
+    path = _ensemble_file(tmp_path, ["ppo-mlp-easy-seed0.zip", "ppo-bs-mlp-easy-seed0.zip"])
+    with pytest.raises(ValueError, match=r"ppo-bs-mlp-easy-seed0\.zip: batch-size track"):
+        load_ensemble(path)
+
+
+def test_a_toml_that_is_not_an_ensemble_or_is_missing_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"protocol-a\.toml has no \[ensemble\] table"):
+        load_agent(str(PPO_DIR / "protocol-a.toml"))
+    with pytest.raises(FileNotFoundError, match=r"no ensemble file .*absent\.toml"):
+        load_agent(str(tmp_path / "absent.toml"))
+
+
+def test_a_pickled_ensemble_reloads_its_members_and_acts_the_same(tmp_path):
+    members = ["ppo-a-mlp-easy-seed0.zip", "ppo-a-mlp-easy-seed1.zip"]
+    ensemble = load_ensemble(_ensemble_file(tmp_path, members))
+    batch = _observations(50)
+    before = ensemble.probabilities(batch)
+    copy = pickle.loads(pickle.dumps(ensemble))  # what a worker process receives
+    assert all(m._model is None for m in copy.members)  # paths travel, not the models
+    np.testing.assert_array_equal(copy.probabilities(batch), before)
+    assert copy.config() == ensemble.config()
+
+
+def test_an_ensemble_is_played_alone_in_the_generalisation_study(tmp_path):
+    from ganno_bench.experiments.generalisation import evaluate_policies
+
+    with pytest.raises(ValueError, match="give it as the only policy"):
+        evaluate_policies(
+            [PPO_DIR / "ppo-c-ensemble-a.toml", PPO_DIR / "ppo-a-mlp-easy-seed0.zip"],
+            "test",
+            tmp_path,
+            targets=[HARD],
+            agent_name="x",
+            progress=False,
+        )

@@ -31,7 +31,7 @@ from ganno_bench.envs.registry import track_of
 from ganno_bench.inner.instances import Instance
 from ganno_bench.inner.task import TaskSpec
 
-__all__ = ["PolicyAgent", "load_policy", "policy_track"]
+__all__ = ["PolicyAgent", "load_policy", "policy_track", "portable_path", "recorded_path"]
 
 # observation features per track (a policy without a recorded track is known by its shape)
 TRACK_FEATURES = {"layer-lr": FEATURE_NAMES, "batch-size": BATCH_FEATURE_NAMES}
@@ -109,14 +109,24 @@ def load_policy(path: str | Path, device: str = "cpu") -> Any:
     return PPO.load(path, device=device)
 
 
-def _portable(path: Path) -> str:
-    """A shipped checkpoint as ``baselines/ppo/NAME.zip`` (the same on every clone)."""
+def portable_path(path: Path) -> str:
+    """A shipped file as ``baselines/ppo/NAME.zip`` (the same on every clone), any other
+    as given: what a card records of the policy that played."""
     from ganno_bench.baselines.files import baselines_dir
 
     try:
         return f"baselines/{path.resolve().relative_to(baselines_dir().resolve()).as_posix()}"
     except ValueError:
         return str(path)
+
+
+def recorded_path(recorded: str) -> Path:
+    """The file a card's :func:`portable_path` names, on this clone."""
+    from ganno_bench.baselines.files import baselines_dir
+
+    if recorded.startswith("baselines/"):
+        return baselines_dir() / recorded.removeprefix("baselines/")
+    return Path(recorded)
 
 
 def _sha256(path: Path) -> str:
@@ -166,7 +176,7 @@ class PolicyAgent:
     def config(self) -> dict[str, Any]:
         return {
             "algorithm": type(self.model).__name__,
-            "checkpoint": _portable(self.path) if self.path is not None else None,
+            "checkpoint": portable_path(self.path) if self.path is not None else None,
             "checkpoint_sha256": self._digest,
             "deterministic": True,
         }

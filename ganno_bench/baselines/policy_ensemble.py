@@ -10,9 +10,11 @@ a TOML file (``baselines/ppo/NAME.toml``)::
     [ensemble]
     members = ["ppo-a-mlp-easy-seed0.zip", "ppo-a-mlp-easy-seed1.zip"]  # beside the TOML
 
-Every member must be a non-recurrent policy of one track and one factor set (each member's
-``reset`` checks the id). Deterministic: the argmax of the mean probability, ties to the
-smaller factor index.
+Every member must be a feed-forward (not recurrent) policy, and all must read the same
+observations and choose among the same factors, on the same track (checked when the
+ensemble is made); each member's ``reset`` then checks the id it plays. Deterministic: the
+argmax of the mean probability, ties to the smaller factor index. It plays a frozen
+instance the same way under every seed, so evaluate it with one seed (``--seeds 0``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from ganno_bench.agents.protocol import Actions, Infos, Observations
 from ganno_bench.baselines.policy import (
     PolicyAgent,
     _agent_order,
-    _portable,
     live_batch,
     per_episode,
+    policy_track,
+    portable_path,
 )
 from ganno_bench.inner.instances import Instance
 from ganno_bench.inner.task import TaskSpec
@@ -90,6 +93,17 @@ class PolicyEnsemble:
                     "feed-forward policies only (it would need a hidden state per member and "
                     "layer); list feed-forward (PPO) policies"
                 )
+        kinds = {_kind(m): m for m in members}
+        if len(kinds) > 1:
+            described = "; ".join(
+                f"{m.path or 'a member'}: {k[0]} track, {k[1]} features, {k[2]} actions"
+                for k, m in kinds.items()
+            )
+            raise ValueError(
+                "an ensemble's members must read the same observations and choose among the "
+                f"same factors, on one track; these differ ({described}): list policies "
+                "trained on ids of one track and factor set"
+            )
         self.members = list(members)
         self.name = name
         self.path = path
@@ -102,7 +116,7 @@ class PolicyEnsemble:
         return {
             "algorithm": "ensemble",
             "combine": "mean action probability, argmax",
-            "ensemble": _portable(self.path) if self.path is not None else None,
+            "ensemble": portable_path(self.path) if self.path is not None else None,
             "members": members,
             "checkpoint_sha256": digest,  # what played: the members' files, in order
             "deterministic": True,
@@ -119,6 +133,7 @@ class PolicyEnsemble:
         with torch.no_grad():
             for member in self.members:
                 policy = member.model.policy
+                policy.set_training_mode(False)  # as SB3's predict does
                 tensor, _ = policy.obs_to_tensor(batch)
                 probs = policy.get_distribution(tensor).distribution.probs.cpu().numpy()
                 total = probs if total is None else total + probs
@@ -135,3 +150,13 @@ class PolicyEnsemble:
 
     def act(self, observations: Observations, infos: Infos) -> Actions:
         return self.act_together([self], [observations])[0]
+
+
+def _kind(member: PolicyAgent) -> tuple[str | None, Any, Any]:
+    """What a member reads and chooses: (track, observation shape, number of actions)."""
+    model = member.model
+    return (
+        policy_track(model)[0],
+        model.observation_space.shape,
+        getattr(model.action_space, "n", model.action_space),
+    )

@@ -51,7 +51,9 @@ def load_agent(spec: str) -> Agent:
         return agents[spec]()
     if spec.endswith(".zip"):
         return _policy_agent(Path(spec))
-    if spec.endswith(".toml") and is_ensemble_file(spec):
+    if spec.endswith(".toml"):  # an ensemble; anything else there is refused clearly
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"no ensemble file {spec}: give the path of a TOML file")
         return load_ensemble(spec)
     if (Path(spec) / "ganno_policy.json").exists():  # a policy exported by RLlib training
         from ganno_bench.baselines.rllib_ppo import RLlibPolicyAgent

@@ -103,6 +103,12 @@ def evaluate_policies(
     an interrupted one resumes from its journal. The batched engine plays a split's
     instances of an id in one batched computation (the policy's forward is batched too).
     """
+    ensembles = [p for p in policies if Path(p).suffix == ".toml"]
+    if ensembles and len(policies) > 1:
+        raise ValueError(
+            f"an ensemble ({ensembles[0]}) plays as one agent, with seed 0: give it as the "
+            "only policy (list every policy it should combine in its [ensemble] members)"
+        )
     cards = []
     for index, path in enumerate(policies):
         agent, seed, out = _player(Path(path), index, split, work_dir, agent_name)

@@ -93,8 +93,9 @@ PROTOCOLS: dict[str, Protocol] = {
             train_ids=(_MLP_EASY,),
             targets=(*MLP_TARGETS, _CNN_EASY, *CNN_TARGETS),
             recipe=(
-                "no training: `ganno-bench evaluate --agent ppo-c-ensemble-a` plays protocol "
-                "a's three policies (listed in baselines/ppo/ppo-c-ensemble-a.toml) as one agent"
+                "no training: `ganno-bench evaluate --agent ppo-c-ensemble-a --seeds 0` plays "
+                "protocol a's three policies (listed in baselines/ppo/ppo-c-ensemble-a.toml) as "
+                "one agent"
             ),
             summary="protocol a's three seeds as one agent (mean action probability), "
             "no new training",

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ganno_bench.baselines.policy import recorded_path
 from ganno_bench.baselines.zoo import UnknownAgentError, load_agent
 from ganno_bench.benchmark import stats
 from ganno_bench.benchmark.cards import hardware, same_processor
@@ -64,14 +65,16 @@ class Replay:
 
 
 def agent_of(card: Mapping[str, Any], episode: Mapping[str, Any]):
-    """The agent that played ``episode``: the checkpoint a policy card records (for a
-    merged per-seed card, the episode's seed's own), else the shipped agent of that name."""
+    """The agent that played ``episode``: the policy file (or ensemble) a policy card
+    records (for a merged per-seed card, the episode's seed's own), else the shipped agent
+    of that name."""
     config = card["agent"].get("config") or {}
     per_seed = config.get("per_seed")
     if per_seed is not None:
         config = per_seed[str(episode["seed"])]
-    if "checkpoint" in config:
-        return load_agent(Path(config["checkpoint"]).stem)
+    recorded = config.get("checkpoint") or config.get("ensemble")
+    if recorded:
+        return load_agent(str(recorded_path(recorded)))
     return load_agent(card["agent"]["name"])
 
 
@@ -144,7 +147,7 @@ def verify(
             continue
         try:
             agent_of(card, card["episodes"][0])
-        except UnknownAgentError as exc:  # a user's agent: not ours to load
+        except (UnknownAgentError, FileNotFoundError) as exc:  # a user's agent or file
             skipped.append(f"{path.name}: {exc}".split(" Built-in agents:")[0])
             continue
         playable.append((path, card))
