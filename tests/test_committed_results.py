@@ -37,8 +37,10 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
             f"{card_path.name} was made on {made}, not on this processor: `ganno-bench "
             "verify` measures how far this processor's numbers drift from it"
         )
-    # an MLP episode where the card has one (the cheapest to rerun), else its first
-    episode = next((e for e in card["episodes"] if "MLP" in e["env_id"]), card["episodes"][0])
+    # the quickest recorded episode among the card's MLP ones (the cheapest family to
+    # rerun) where it has some, else among all: CI reruns one episode of every card
+    mlp = [e for e in card["episodes"] if "MLP" in e["env_id"]] or card["episodes"]
+    episode = min(mlp, key=lambda e: e["wall_time_s"])
     overrides = card["envs"][episode["env_id"]].get("overrides") or None
     with single_threaded():
         again = run_episode(
