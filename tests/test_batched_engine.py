@@ -13,8 +13,11 @@ Kernels that round differently from TorchTrainer (grouped convolutions, padded g
 get ``LOOSE``: a float32-sized difference can flip a ReLU or max-pool decision, after
 which TorchTrainer itself, against a copy started from its initial weights times
 1 - 1e-7, differs by 8e-4 in a layer's grad norm and 2.2e-4 in the weights within seven
-steps (measured on CNN-Medium-v0). A bug (wrong data order, momentum, rate or mask)
-moves the numbers by percents, and fails both.
+steps (measured on CNN-Medium-v0). On an AVX-512 machine, whose oneDNN convolutions round
+otherwise, the grouped kernel's val loss on one CNN-Medium-v0 instance (batch 128) was
+7.0e-4 from TorchTrainer's, and TorchTrainer's own run from weights times 1 - 1e-7 was
+7.0e-4 from it too: the same chaos, so ``LOOSE`` allows 2e-3 on losses. A bug (wrong
+data order, momentum, rate or mask) moves the numbers by percents, and fails both.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Tolerance:
 
 
 TIGHT = Tolerance(loss=1e-5, norm=1e-4, share=1e-4, weights=1e-6)
-LOOSE = Tolerance(loss=1e-4, norm=5e-3, share=5e-3, weights=1e-3)
+LOOSE = Tolerance(loss=2e-3, norm=5e-3, share=5e-3, weights=1e-3)
 FIELDS = ("grad_norm", "weight_norm", "update_ratio", "grad_cosine", "grad_noise")
 
 
