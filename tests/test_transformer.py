@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from stable_baselines3 import PPO
 
 import ganno_bench
-from ganno_bench.envs.batched_episodes import batched_trainer_for
-from ganno_bench.envs.registry import spec
 from ganno_bench.envs.vector import make_vec_env
 from ganno_bench.inner.models import ModelConfig, agent_layers, agent_names, build_network
 from ganno_bench.inner.transformer import ParameterGroup
@@ -153,12 +151,19 @@ def test_one_shared_ppo_policy_acts_on_mlp_cnn_and_transformer_ids():
     assert [len(ganno_bench.make(i, **TINY).possible_agents) for i in ids] == [3, 3, 6]
 
 
-def test_batched_engine_refuses_transformers_and_names_the_fix():
-    with pytest.raises(ValueError, match="engine='sequential'"):
-        batched_trainer_for(spec(EASY), 2, "cpu")
-    with pytest.raises(ValueError, match="no kernels for embeddings"):
-        make_vec_env(EASY, num_copies=2, seed=0, engine="batched")
-    batched_trainer_for(spec("ganno/LayerLR-MLP-Easy-v0"), 2, "cpu")  # others still build
+def test_the_batched_vector_env_trains_transformers_like_the_sequential_one():
+    """One copy per slot of one engine, the sequential path's instances and numbers."""
+    batched = make_vec_env(EASY, num_copies=2, seed=3, engine="batched", **TINY)
+    sequential = make_vec_env(EASY, num_copies=2, seed=3, **TINY)
+    assert type(batched).__name__ == "BatchedVecEnv" and batched.num_envs == 2 * 6
+    actions = np.full(batched.num_envs, 2)  # factor 1: keep each rate
+    first = [venv.reset() for venv in (batched, sequential)]
+    np.testing.assert_allclose(first[0], first[1], rtol=1e-4, atol=1e-5)
+    steps = [venv.step(actions) for venv in (batched, sequential)]
+    np.testing.assert_allclose(steps[0][0], steps[1][0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(steps[0][1], steps[1][1], rtol=1e-3, atol=1e-5)
+    for venv in (batched, sequential):
+        venv.close()
 
 
 def test_groups_report_kind_and_fan_in_to_the_observation():

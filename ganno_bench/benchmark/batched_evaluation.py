@@ -24,7 +24,7 @@ import numpy as np
 
 from ganno_bench.agents.protocol import Agent, OuterLoopAgent
 from ganno_bench.benchmark.records import episode_record
-from ganno_bench.envs.batched_episodes import BatchedEpisodes, unbatchable_reason
+from ganno_bench.envs.batched_episodes import BatchedEpisodes
 from ganno_bench.envs.common import choose_instance, rates_from_actions
 from ganno_bench.envs.registry import spec, track_of
 from ganno_bench.inner.task import TaskSpec
@@ -40,7 +40,7 @@ def batched_unsupported(agent: Any, env_id: str) -> str | None:
         return f"{agent.name} is privileged: it reads one inner network"
     if track_of(env_id) != "layer-lr":
         return f"{env_id} is a batch-size id: the batched engine runs the LR track"
-    return unbatchable_reason(spec(env_id))  # a network it has no kernels for
+    return None
 
 
 def play_batched(

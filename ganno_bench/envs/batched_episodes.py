@@ -25,7 +25,6 @@ from ganno_bench.inner.batch_task import BatchSizeTaskSpec
 from ganno_bench.inner.batched import BatchedTrainer, build_batched_trainer
 from ganno_bench.inner.engine import DecisionStats
 from ganno_bench.inner.instances import Instance
-from ganno_bench.inner.models import ModelConfig
 from ganno_bench.inner.task import TaskSpec
 
 __all__ = [
@@ -33,8 +32,6 @@ __all__ = [
     "BatchedStep",
     "batched_trainer_for",
     "batching_pays",
-    "refuse_unbatchable",
-    "unbatchable_reason",
 ]
 
 
@@ -56,36 +53,11 @@ def batched_trainer_for(task: TaskSpec, num_slots: int, device: str) -> BatchedT
             "instance's batch size per inner step, so the batch-size track needs "
             "engine='sequential'"
         )
-    refuse_unbatchable(task)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was asked for but CUDA is not available; use device='cpu'"
         )
     return build_batched_trainer(task, num_slots, device)
-
-
-def unbatchable_reason(task: TaskSpec) -> str | None:
-    """Why the batched engine cannot train ``task``'s network, or None.
-
-    Transformers: its kernels cover Linear chains and Conv2d trunks over float inputs;
-    an embedding lookup, layer norms and attention have no batched kernel (and its
-    per-slot fallback would feed the network float zeros to size it). What batched
-    support would take is written down in ARCHITECTURE.md."""
-    if isinstance(task.model, ModelConfig) and task.model.kind == "transformer":
-        return (
-            f"{task.id} is a transformer id: the batched engine has no kernels for "
-            "embeddings, layer norms or attention"
-        )
-    return None
-
-
-def refuse_unbatchable(task: TaskSpec) -> None:
-    """Raise for a task whose network the batched engine cannot train."""
-    reason = unbatchable_reason(task)
-    if reason is not None:
-        raise ValueError(
-            f"{reason}; use engine='sequential' (the reference TorchTrainer, the default)"
-        )
 
 
 @dataclass

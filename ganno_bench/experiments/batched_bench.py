@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ganno_bench.benchmark.threads import torch_threads
-from ganno_bench.envs.batched_episodes import batching_pays, refuse_unbatchable
+from ganno_bench.envs.batched_episodes import batching_pays
 from ganno_bench.envs.common import build_trainer
 from ganno_bench.envs.registry import spec
 from ganno_bench.inner.batched import build_batched_trainer
@@ -59,7 +59,6 @@ class BatchedResult:
 def _trainers(env_id: str, slots: int, device: str, seed: int, **engine: str):
     """N train-split instances, started in N TorchTrainers and in one BatchedTrainer."""
     task = spec(env_id)
-    refuse_unbatchable(task)
     rng = np.random.default_rng(seed)
     instances = [task.spaces["train"].sample(rng) for _ in range(slots)]
     sequential = []

@@ -42,6 +42,14 @@ with other jobs, so ratios vary by ~10% between runs):
   loop on the CNN-Easy trunk at batch 64 / 128), and im2col by shifted slices + ``bmm``
   was 3-4x slower than the loop. ``conv="grouped"`` is the default on CUDA, where one
   launch replaces N small ones (not measured: no GPU was available).
+* The transformers' :class:`~ganno_bench.inner.transformer.Decoder`: one batched forward
+  pass through autograd (:mod:`ganno_bench.inner.batched_decoder`). Unlike the MLPs,
+  their steps are compute-bound on a CPU already: at one thread and N = 8-32 it ran
+  Transformer-Easy 1.17-1.39x, Medium 1.03-1.07x and Hard 0.95x the sequential engine,
+  where one ``functional_call`` per slot gave 1.09-1.26x, 1.03-1.08x and 1.02-1.06x: the
+  ``bmm`` projections run at the rate of the per-slot ``mm`` (measured on Hard's shapes),
+  so batching saves launches, which matter only for small decoders
+  (``DECODER_BATCHED_MACS``). On a GPU the batched kernel is always taken.
 * Anything else (a network that is not such an ``nn.Sequential``): a
   ``torch.func.functional_call`` per slot (``_FunctionalLoopKernel``), so every network
   TorchTrainer accepts trains here too, at about the sequential cost; it runs the
@@ -78,6 +86,7 @@ import torch
 from torch import nn
 
 from ganno_bench.data import ArrayDataset
+from ganno_bench.inner.batched_decoder import DecoderKernel
 from ganno_bench.inner.batched_kernels import (
     Batch,
     FunctionalLoopKernel,
@@ -92,10 +101,11 @@ from ganno_bench.inner.batched_kernels import (
 )
 from ganno_bench.inner.engine import PROBE_SALT, DecisionStats, LayerInfo, engine_options
 from ganno_bench.inner.instances import Instance
-from ganno_bench.inner.models import fan_in, initialise, layer_kind, trainable_layers
+from ganno_bench.inner.models import agent_layers, fan_in, initialise, layer_kind
 from ganno_bench.inner.task import TaskSpec
+from ganno_bench.inner.transformer import Decoder
 
-KERNELS = ("auto", "linear", "sequential", "functional")
+KERNELS = ("auto", "linear", "sequential", "decoder", "functional")
 CONV_MODES = ("auto", "loop", "grouped")
 GROUPINGS = ("auto", "pad", "bucket")
 ADAM_BETA2 = 0.999
@@ -106,6 +116,13 @@ ADAM_EPS = 1e-8
 # on the MLPs at one CPU thread: ~45 us a layer and ~150 us a group at ~30 GMAC/s.
 GROUP_OVERHEAD_MACS = 4.5e6
 LAYER_OVERHEAD_MACS = 1.35e6
+# The CPU's bound for the batched decoder kernel, in multiply-accumulates of a decoder's
+# projections per sequence (measured at one thread: Transformer-Easy, 0.2M, 1.17-1.39x
+# against the sequential engine at N = 8-32 and 1.09-1.26x with a functional_call per
+# slot; Medium, 0.8M, 1.03-1.07x both ways; Hard, 4.1M, 0.95x against 1.02-1.06x).
+DECODER_BATCHED_MACS = 2e6
+# Evaluation chunks hold at most this many (slot, sample, position) targets at once.
+EVAL_TARGET_BUDGET = 1 << 20
 
 
 # -- the trainer ---------------------------------------------------------------------------
@@ -169,7 +186,7 @@ class BatchedTrainer:
         self.eval_batch_size = eval_batch_size
         self.nonlinearity = nonlinearity
         network = copy.deepcopy(network).cpu()
-        layers = trainable_layers(network)
+        layers = agent_layers(network)
         if not layers:
             raise ValueError("the network has no Linear or Conv2d layer to control")
         _check_parameters(network, layers)
@@ -183,7 +200,7 @@ class BatchedTrainer:
         self._layout = Layout(layers)
         self._element_layer = self._layout.element_layer.to(self.device)
         self._spans = self._layout.layer_spans()
-        self._macs = _macs_per_sample(network, layers, dataset.input_shape)
+        self._macs = _macs_per_sample(network, layers, dataset.x_train[:1])
         self.kernel_name, self._kernel = self._choose_kernel(
             network, layers, dataset.input_shape, kernel, conv
         )
@@ -230,7 +247,16 @@ class BatchedTrainer:
         chain = linear_chain(modules, input_shape) if modules is not None else None
         sequential = modules is not None and (chain is not None or conv_sequence(modules))
         if kernel == "auto":
-            kernel = "linear" if chain is not None else "sequential" if sequential else "functional"
+            kernel = (
+                "linear" if chain is not None
+                else "sequential" if sequential
+                else "decoder" if isinstance(network, Decoder) and self._decoder_pays()
+                else "functional"
+            )
+        if kernel == "decoder":
+            if not isinstance(network, Decoder):
+                raise ValueError("kernel='decoder' needs a ganno_bench.inner.transformer.Decoder")
+            return kernel, DecoderKernel(self._layout, network)
         if kernel == "linear":
             if chain is None:
                 raise ValueError("kernel='linear' needs a Sequential of Flatten, Linear, ReLU/Tanh")
@@ -255,6 +281,13 @@ class BatchedTrainer:
         return kernel, FunctionalLoopKernel(
             self._layout, copy.deepcopy(network).to(self.device), order
         )
+
+    def _decoder_pays(self) -> bool:
+        """Whether the batched decoder kernel beats one ``functional_call`` per slot: on a
+        GPU always (one launch for N); on the CPU only for decoders of at most
+        ``DECODER_BATCHED_MACS`` per sequence, whose per-slot matmuls are small enough
+        for launches to matter (see the module docstring)."""
+        return self.device.type != "cpu" or sum(self._macs) <= DECODER_BATCHED_MACS
 
     # -- slots ------------------------------------------------------------------------------
     def start(self, slot: int, instance: Instance) -> None:
@@ -592,17 +625,26 @@ class BatchedTrainer:
         weights = self._weights
         if len(slots) < self.num_slots:
             weights = weights[torch.from_numpy(slots).to(self.device)]
-        x, y = self._data[part]
+        x, y = self._data[part]  # y: (samples,) labels or (samples, length) next tokens
         loss_sum = np.zeros(len(slots))
         correct = np.zeros(len(slots), dtype=np.int64)
-        for start in range(0, len(y), self.eval_batch_size):
-            chunk = slice(start, start + self.eval_batch_size)
+        rows = self._eval_rows(len(slots), y[0].numel())
+        for start in range(0, len(y), rows):
+            chunk = slice(start, start + rows)
             summed, right = summed_cross_entropy(self._kernel.logits(weights, x[chunk]), y[chunk])
             loss_sum += summed.cpu().numpy().astype(np.float64)
             correct += right.cpu().numpy()
-        losses[slots] = loss_sum / len(y)
-        accuracies[slots] = correct / len(y)
+        losses[slots] = loss_sum / y.numel()
+        accuracies[slots] = correct / y.numel()
         return losses, accuracies
+
+    def _eval_rows(self, slots: int, targets_per_row: int) -> int:
+        """Samples per evaluation chunk: ``eval_batch_size`` (TorchTrainer's chunks, so
+        the sums round alike) unless the G slots' activations would pass
+        ``EVAL_TARGET_BUDGET`` targets (a transformer's 4,096 sequences of 48 tokens at
+        G=32 would hold gigabytes of activations)."""
+        fitting = EVAL_TARGET_BUDGET // max(slots * targets_per_row, 1)
+        return max(1, min(self.eval_batch_size, fitting))
 
     # -- snapshots --------------------------------------------------------------------------
     def state_dict(self, slot: int) -> dict[str, Any]:
@@ -705,7 +747,7 @@ def _gathered(x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, budget: i
         part = indices[start : start + chunk]
         flat = part.reshape(-1)
         xs = x.index_select(0, flat).view(*part.shape, *x.shape[1:])
-        ys = y.index_select(0, flat).view(part.shape)
+        ys = y.index_select(0, flat).view(*part.shape, *y.shape[1:])
         yield from zip(xs, ys, strict=True)
 
 
@@ -748,22 +790,34 @@ def _cheapest_runs(
     return runs[::-1]
 
 
-def _macs_per_sample(network: nn.Module, layers: list[nn.Module], input_shape: tuple) -> list[int]:
-    """Multiply-accumulates of each trainable layer's forward pass on one sample."""
-    macs: dict[int, int] = {}
+def _macs_per_sample(
+    network: nn.Module, layers: list[nn.Module], sample: torch.Tensor
+) -> list[int]:
+    """Multiply-accumulates of each agent's forward pass on one ``sample`` (a batch of
+    one, of the data's dtype): every Linear and Conv2d inside the agent's layer, once per
+    output position (a convolution's pixels, a sequence's tokens)."""
+    macs = [0] * len(layers)
 
-    def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        spatial = math.prod(output.shape[2:]) if isinstance(module, nn.Conv2d) else 1
-        macs[id(module)] = module.weight.numel() * spatial
+    def hook(index: int) -> Any:
+        def count(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            positions = output.shape[2:] if isinstance(module, nn.Conv2d) else output.shape[1:-1]
+            macs[index] += module.weight.numel() * math.prod(positions)
 
-    handles = [m.register_forward_hook(hook) for m in layers]
+        return count
+
+    handles = [
+        module.register_forward_hook(hook(i))
+        for i, layer in enumerate(layers)
+        for module in layer.modules()
+        if isinstance(module, nn.Linear | nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
-            network(torch.zeros(1, *input_shape))
+            network(sample)
     finally:
         for handle in handles:
             handle.remove()
-    return [macs[id(m)] for m in layers]
+    return macs
 
 
 def _check_parameters(network: nn.Module, layers: list[nn.Module]) -> None:
@@ -771,8 +825,8 @@ def _check_parameters(network: nn.Module, layers: list[nn.Module]) -> None:
     stray = [name for name, p in network.named_parameters() if id(p) not in owned]
     if stray:
         raise ValueError(
-            f"parameters {stray} are outside any Linear/Conv2d layer; each agent controls "
-            "one Linear or Conv2d layer, so the network may have no other trainable parameters"
+            f"parameters {stray} are outside any agent's layer (a Linear, a Conv2d or a "
+            "transformer ParameterGroup); every trainable parameter needs one agent"
         )
 
 

@@ -97,34 +97,41 @@ class Batch:
 def _masked_cross_entropy(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-slot mean cross-entropy over the real rows, and its gradient w.r.t. ``logits``.
 
-    The gradient takes autograd's own path (nll_loss's ``-1 / count`` at the target, then
-    log_softmax's backward), so it is bitwise what ``F.cross_entropy(...).backward()``
-    hands a network. ``torch.where``, never a multiplied mask: padding rows never enter
-    a sum, even non-finite ones."""
-    logp = torch.log_softmax(logits, dim=2)
-    target = batch.y.unsqueeze(2)
-    nll = logp.gather(2, target).squeeze(2).neg_()
+    ``logits`` is (G, B, C), or (G, B, T, C) with ``batch.y`` (G, B, T) for per-position
+    targets (sequences: the mean then runs over the real rows' positions, as
+    ``F.cross_entropy`` averages over every target). The gradient takes autograd's own
+    path (nll_loss's ``-1 / count`` at the target, then log_softmax's backward), so for
+    (G, B, C) it is bitwise what ``F.cross_entropy(...).backward()`` hands a network.
+    ``torch.where``, never a multiplied mask: padding rows never enter a sum, even
+    non-finite ones."""
+    logp = torch.log_softmax(logits, dim=-1)
+    target = batch.y.unsqueeze(-1)
+    nll = logp.gather(-1, target).squeeze(-1).neg_()
+    row_mask = batch.mask.view(*batch.mask.shape, *[1] * (nll.dim() - 2))
     if batch.padded:
-        nll = torch.where(batch.mask, nll, 0.0)
-    losses = nll.sum(1) / batch.counts
-    picked = torch.arange(logits.shape[2], device=logits.device) == target
+        nll = torch.where(row_mask, nll, 0.0)
+    positions = nll[0, 0].numel()  # targets per row: 1, or a sequence's length
+    counts = batch.counts if positions == 1 else batch.counts * positions
+    losses = nll.flatten(1).sum(1) / counts
+    picked = torch.arange(logits.shape[-1], device=logits.device) == target
     if batch.padded:
-        picked &= batch.mask.unsqueeze(2)
-    grad_logp = torch.where(picked, (-1.0 / batch.counts).view(-1, 1, 1), 0.0)
-    grad = torch.ops.aten._log_softmax_backward_data(grad_logp, logp, 2, logp.dtype)
+        picked &= row_mask.unsqueeze(-1)
+    grad_logp = torch.where(picked, (-1.0 / counts).view(-1, *[1] * (logits.dim() - 1)), 0.0)
+    grad = torch.ops.aten._log_softmax_backward_data(grad_logp, logp, logits.dim() - 1, logp.dtype)
     if batch.padded:
-        grad = torch.where(batch.mask.unsqueeze(2), grad, 0.0)
+        grad = torch.where(row_mask.unsqueeze(-1), grad, 0.0)
     return losses, grad
 
 
 def summed_cross_entropy(
     logits: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-slot summed cross-entropy and correct count, ``logits`` (G, B, C), ``y`` (B,)."""
-    target = y.expand(logits.shape[0], -1)
-    nll = torch.log_softmax(logits, dim=2).gather(2, target.unsqueeze(2)).squeeze(2)
-    correct = (logits.argmax(dim=2) == target).sum(1)
-    return -nll.sum(1), correct
+    """Per-slot summed cross-entropy and correct count over every target: ``logits``
+    (G, B, C) with ``y`` (B,), or (G, B, T, C) with per-position targets ``y`` (B, T)."""
+    target = y.expand(logits.shape[0], *y.shape)
+    nll = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    correct = (logits.argmax(dim=-1) == target).flatten(1).sum(1)
+    return -nll.flatten(1).sum(1), correct
 
 
 # -- kernels -------------------------------------------------------------------------------
@@ -132,7 +139,7 @@ def summed_cross_entropy(
 _ACTIVATIONS: dict[type, str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
 
-def _activate(name: str | None, z: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+def activate(name: str | None, z: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """The activation; ``inplace`` where ``z`` is a fresh matmul output nothing else reads."""
     if name == "relu":
         return z.relu_() if inplace else torch.relu(z)
@@ -150,7 +157,7 @@ def _activation_backward(name: str | None, grad: torch.Tensor, out: torch.Tensor
     return grad
 
 
-def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+def batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """``h @ w.T + b`` per slot: ``h`` (G, B, I), ``w`` (G, O, I), ``b`` (G, O). ``bmm``
     then ``add`` is ~25% faster than ``baddbmm``, which first copies the expanded bias."""
     z = torch.bmm(h, w.transpose(1, 2))
@@ -202,7 +209,7 @@ def _chain_forward(
     inputs, outputs = [], []
     for (w, b), act in zip(layers, activations, strict=True):
         inputs.append(h)
-        h = _activate(act, _linear(h, w, b), inplace=True)
+        h = activate(act, batched_linear(h, w, b), inplace=True)
         outputs.append(h)
     return h, inputs, outputs
 
@@ -323,7 +330,7 @@ class SequentialKernel(Kernel):
             return F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
         if isinstance(m, nn.Flatten):
             return h.flatten(1)
-        return _activate(_ACTIVATIONS[type(m)], h)
+        return activate(_ACTIVATIONS[type(m)], h)
 
     def _features(self, trunk: list[tuple[Any, Any]], x: torch.Tensor, sizes: list[int]):
         """The trunk's output (G, B, F); per slot, rows past ``sizes[g]`` are zeros."""
@@ -387,19 +394,21 @@ class FunctionalLoopKernel(Kernel):
         self.names = names  # the parameters' names in layout order
 
     def _call(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(
+        """The network on one slot's inputs, logits with the classes last: a sequence
+        model's (B, V, T) (``F.cross_entropy``'s layout) becomes (B, T, V)."""
+        logits = torch.func.functional_call(
             self.network, dict(zip(self.names, params, strict=True)), (x,)
         )
+        return logits.movedim(1, -1) if logits.dim() > 2 else logits
 
     def _forward(self, params: list[torch.Tensor], batch: Batch) -> torch.Tensor:
         per_slot = list(zip(*(p.unbind(0) for p in params), strict=True))
         width = batch.x.shape[1]
-        return torch.stack(
-            [
-                F.pad(self._call(per_slot[g], batch.x[g, :size]), (0, 0, 0, width - size))
-                for g, size in enumerate(batch.sizes)
-            ]
-        )
+        padded = []
+        for g, size in enumerate(batch.sizes):
+            logits = self._call(per_slot[g], batch.x[g, :size])
+            padded.append(torch.cat([logits, logits.new_zeros(width - size, *logits.shape[1:])]))
+        return torch.stack(padded)
 
     def loss_and_grads(
         self, weights: torch.Tensor, batch: Batch
