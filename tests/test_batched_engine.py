@@ -552,6 +552,10 @@ def test_bench_measures_both_engines_and_formats_a_table():
     assert result.ratio == pytest.approx(result.batched_steps_per_s / result.sequential_steps_per_s)
     table = format_batched(results)
     assert MLP_EASY in table and table.splitlines()[-1].endswith("x  batched")
+    # a longer id widens the id column instead of shifting its row's numbers
+    longer = dataclasses.replace(result, env_id="ganno/LayerLR-Transformer-Medium-Adam-v0")
+    header, _, *rows = format_batched([result, longer]).splitlines()
+    assert {row.index("x  ") + 1 for row in rows} == {header.index("ratio") + len("ratio")}
 
 
 def test_bench_says_where_the_env_falls_back_to_the_sequential_engine():

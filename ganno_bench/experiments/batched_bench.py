@@ -136,15 +136,16 @@ def format_batched(results: Sequence[BatchedResult]) -> str:
     """A plain-text table: steps/s of both engines and their ratio, per id and N. The
     last column is the engine the batched vector env and batched evaluation run at that
     N (``sequential`` where batching does not pay, e.g. one CNN slot on the CPU)."""
+    width = max([30, *(len(r.env_id) for r in results)])
     header = (
-        f"{'env id':<30} {'N':>4} {'kernel':<16} {'sequential/s':>12} "
+        f"{'env id':<{width}} {'N':>4} {'kernel':<16} {'sequential/s':>12} "
         f"{'batched/s':>10} {'(min..max)':>15} {'ratio':>6}  env runs"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         spread = f"{r.batched_min:.0f}..{r.batched_max:.0f}"
         lines.append(
-            f"{r.env_id:<30} {r.slots:>4} {r.kernel:<16} {r.sequential_steps_per_s:>12.0f} "
+            f"{r.env_id:<{width}} {r.slots:>4} {r.kernel:<16} {r.sequential_steps_per_s:>12.0f} "
             f"{r.batched_steps_per_s:>10.0f} {spread:>15} {r.ratio:>5.2f}x  {r.env_engine}"
         )
     return "\n".join(lines)
@@ -205,13 +206,15 @@ def measure_ppo(
 
 
 def format_ppo(results: Sequence[PPOThroughput]) -> str:
+    width = max([30, *(len(r.env_id) for r in results)])
     header = (
-        f"{'env id':<30} {'copies':>6} {'sequential ts/s':>15} {'batched ts/s':>12} {'ratio':>6}"
+        f"{'env id':<{width}} {'copies':>6} {'sequential ts/s':>15} "
+        f"{'batched ts/s':>12} {'ratio':>6}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r.env_id:<30} {r.copies:>6} {r.sequential_timesteps_per_s:>15.0f} "
+            f"{r.env_id:<{width}} {r.copies:>6} {r.sequential_timesteps_per_s:>15.0f} "
             f"{r.batched_timesteps_per_s:>12.0f} {r.ratio:>5.2f}x"
         )
     return "\n".join(lines)
