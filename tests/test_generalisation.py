@@ -221,6 +221,60 @@ def test_the_report_re_renders_from_the_committed_cards_alone(
     assert "reproduce generalisation" in capsys.readouterr().err  # no merged card there
 
 
+def test_the_report_adds_the_model_families_a_policy_never_saw(
+    reproduced, baseline_cards, tmp_path
+):
+    """The policy's cards on other ids (AGENT-on-IDS-SPLIT, AGENT-other-SPLIT) give it a
+    table per family it neither trained on nor targets, against the baselines that played
+    those ids; the MLP/CNN tables stay as they were."""
+    from ganno_bench.benchmark.cards import write_card
+    from ganno_bench.experiments.generalisation import unseen_family_cards
+
+    out, _ = reproduced
+    results = tmp_path / "results"
+    for card in baseline_cards:
+        write_card(card, results / f"{card['agent']['name']}-test.json.gz")
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
+    write_card(merge_seed_cards(cards, "ppo-mlp-easy"), results / "ppo-mlp-easy-test.json.gz")
+    transformer = "ganno/LayerLR-Transformer-Easy-Adam-v0"
+
+    def played(name):
+        return ganno_bench.evaluate(
+            load_agent(name), [transformer], "test", seeds=[0], instances=INSTANCES,
+            overrides=TINY, progress=False,
+        )  # fmt: skip
+
+    constant, mine = played("constant"), played("random")
+    write_card(constant, results / "constant-transformer-test.json.gz")
+    mine["agent"]["name"] = "ppo-mlp-easy"  # as if the policy had played the transformer
+    write_card(mine, results / "ppo-mlp-easy-on-transformer-test.json.gz")
+    elsewhere = copy.deepcopy(mine)  # another split's card of the policy: not this table's
+    elsewhere["split"] = "test-ood"
+    write_card(elsewhere, results / "ppo-mlp-easy-other-test-ood.json.gz")
+
+    by_path = {path: load_card(path) for path in sorted(results.glob("*.json.gz"))}
+    (family,) = unseen_family_cards(by_path, PROTOCOLS["100k"], "test").items()
+    assert family[0] == "Transformer"
+    assert family[1]["episodes"] == load_card(
+        results / "ppo-mlp-easy-on-transformer-test.json.gz"
+    )["episodes"]
+
+    text = render_generalisation(
+        results, tmp_path / "report", runs_dir=out / "runs", splits=["test"], n_resamples=200
+    )
+    tables = json.loads((tmp_path / "report" / "table.json").read_text())
+    assert tables["100k"] == json.loads((out / "table.json").read_text())["100k"]
+    (table,) = tables["100k on Transformer"]
+    assert table["targets"] == [transformer] and table["metric"] == "neg_test_loss"
+    (row,) = [r for r in table["baselines"] if r["agent"] == "constant"]
+    x = -np.array([e["final_test_loss"] for e in mine["episodes"]])
+    y = -np.array([e["final_test_loss"] for e in constant["episodes"]])
+    u = sps.mannwhitneyu(x, y).statistic / (len(x) * len(y))
+    assert row["p_policy_better"]["value"] == pytest.approx(u)
+    assert "**Transformer targets, a model family the policy never saw.** 100k:" in text
+    assert "### `100k` on Transformer ids, split `test`: the goal" in text
+
+
 def _row(agent, iqm, p, compute=1.0):
     est = {"value": iqm, "low": iqm - 0.1, "high": iqm + 0.1}
     return {
@@ -257,6 +311,9 @@ def test_the_conclusion_follows_the_intervals():
     text = conclusion([_table("test", [tied_with_best, ahead_of_default])])
     assert "is not separated from the best single-run baseline" in text
     assert text.endswith("it matches the best tuned schedule.")
+    other_policy = _row("ppo-c-ensemble-a", 1.2, (0.3, 0.2, 0.4))  # learned: not a baseline
+    text = conclusion([_table("test", [other_policy, tied_with_best, ahead_of_default])])
+    assert "the best single-run baseline, tuned-cosine" in text
     behind_default = _row("constant", 0.0, (0.45, 0.40, 0.49))
     text = conclusion([_table("test", [ahead_of_default]), _table("test-ood", [behind_default])])
     assert "on `test-ood` the policy has IQM 0.300 [0.100, 0.400] on 2 unseen ids" in text

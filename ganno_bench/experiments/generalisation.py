@@ -44,6 +44,7 @@ __all__ = [
     "reproduce_generalisation",
     "shipped_policies",
     "target_groups",
+    "unseen_family_cards",
 ]
 
 TRAIN_IDS = PROTOCOLS["100k"].train_ids
@@ -396,8 +397,14 @@ def render_goal(table: Mapping[str, Any]) -> str:
 
 
 def _best_single_run(table: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The baseline with the highest IQM over all targets at single-run compute."""
-    singles = [r for r in table["baselines"] if r["compute_multiple"] == 1 and not r["privileged"]]
+    """The baseline with the highest IQM over all targets at single-run compute (the
+    study's other learned policies are not baselines)."""
+    policies = {p.agent for p in PROTOCOLS.values()}
+    singles = [
+        r
+        for r in table["baselines"]
+        if r["compute_multiple"] == 1 and not r["privileged"] and r["agent"] not in policies
+    ]
     return max(singles, key=lambda r: r["iqm"]["all"]["value"], default=None)
 
 
@@ -449,9 +456,15 @@ def conclusion(tables: Sequence[Mapping[str, Any]]) -> str:
 
 
 def protocol_section(
-    p: Protocol, tables: Sequence[Mapping[str, Any]], policies: Sequence[str], plots: Sequence[str]
+    p: Protocol,
+    tables: Sequence[Mapping[str, Any]],
+    policies: Sequence[str],
+    plots: Sequence[str],
+    unseen: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
-    """The report's section of one protocol: conclusion, goal tables, full tables, plots."""
+    """The report's section of one protocol: conclusion, goal tables, full tables, the
+    same for each model family the policy never saw (``unseen``: family -> tables per
+    split), plots."""
     lines = [
         f"## Protocol `{p.name}`: {p.summary}",
         "",
@@ -478,6 +491,24 @@ def protocol_section(
             render_table(table),
             "",
         ]
+    for family, family_tables in (unseen or {}).items():
+        lines += [
+            f"**{family} targets, a model family the policy never saw.** {p.name}: "
+            f"{conclusion(family_tables)}",
+            "",
+        ]
+        for table in family_tables:
+            lines += [
+                f"### `{p.name}` on {family} ids, split `{table['split']}`: the goal",
+                "",
+                render_goal(table),
+                "",
+                f"### `{p.name}` on {family} ids, split `{table['split']}`: every baseline "
+                "that played them all",
+                "",
+                render_table(table),
+                "",
+            ]
     lines += [f"![{Path(name).stem}]({name})" for name in plots]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -487,10 +518,14 @@ def write_report(
     out_dir: Path,
     runs_dir: str | Path = "runs",
     results: Sequence[Mapping[str, Any]] = (),
+    unseen: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
 ) -> str:
     """Write ``README.md`` (a section per protocol: conclusion, goal tables, tables and
     plots) and ``table.json`` into ``out_dir``; return the markdown. ``results`` (the
-    baselines' cards) supply tuned-cosine's schedules for the schedule plots."""
+    baselines' cards) supply tuned-cosine's schedules for the schedule plots; ``unseen``
+    (protocol name -> family -> tables per split) adds the policy on families it never
+    saw, in table.json as ``"NAME on FAMILY"``."""
+    unseen = unseen or {}
     from ganno_bench.experiments.generalisation_plots import schedule_plots, training_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -516,15 +551,46 @@ def write_report(
         text += [f"![training curves]({curves.name})", ""]
     for p, tables, policies in sections:
         plots = [q.name for q in schedule_plots(p, tables, results, out_dir)]
-        text.append(protocol_section(p, tables, policies, plots))
+        text.append(protocol_section(p, tables, policies, plots, unseen.get(p.name, {})))
     markdown = "\n".join(text)
     payload = {p.name: list(tables) for p, tables, _ in sections}
+    for name, by_family in unseen.items():
+        payload.update({f"{name} on {family}": list(t) for family, t in by_family.items()})
     for name, content in (
         ("README.md", markdown),
         ("table.json", json.dumps(payload, indent=2) + "\n"),
     ):
         write_atomically(out_dir / name, content)
     return markdown
+
+
+def unseen_family_cards(
+    cards: Mapping[Path, Mapping[str, Any]], p: Protocol, split: str
+) -> dict[str, dict[str, Any]]:
+    """The protocol's policy on each model family it neither trained on nor targets (the
+    transformers, for every protocol so far), one card per family, gathered from the
+    leaderboard's cards of the policy on other ids (``AGENT-on-IDS-SPLIT``,
+    ``AGENT-other-SPLIT``; the leaderboard refuses two cards of one agent on one id, seed
+    and split, so no episode counts twice)."""
+    seen = set(families([*p.train_ids, *p.targets]))
+    gathered: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for path in sorted(cards, key=lambda q: Path(q).name):
+        card = cards[path]
+        if card["agent"]["name"] != p.agent or card["split"] != split:
+            continue
+        for env_id in sorted(card["envs"]):
+            if family_of(env_id) not in seen:
+                gathered.setdefault(family_of(env_id), []).append((env_id, card))
+    out = {}
+    for family, pairs in gathered.items():
+        first = copy.deepcopy(dict(pairs[0][1]))
+        first["envs"] = {env_id: card["envs"][env_id] for env_id, card in pairs}
+        first["episodes"] = [
+            e for env_id, card in pairs for e in card["episodes"] if e["env_id"] == env_id
+        ]
+        first["seeds"] = sorted({s for _, card in pairs for s in card["seeds"]})
+        out[family] = validate_card(first, f"{p.agent} on {family} ids, split {split}")
+    return out
 
 
 def layer_lr_ids() -> list[str]:
@@ -684,6 +750,7 @@ def render_generalisation(
     cards = {p: load_card(p) for p in card_files(results_dir)}
     everything = list(cards.values())
     sections = []
+    unseen: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for p in PROTOCOLS.values():
         paths = [merged_card_path(results_dir, p, split) for split in splits]
         if not all(path in cards for path in paths):
@@ -706,6 +773,20 @@ def render_generalisation(
                 )
             )
         sections.append((p, tables, list(dict.fromkeys(policies))))
+        unseen[p.name] = {}
+        for split in splits:
+            for family, card in unseen_family_cards(cards, p, split).items():
+                overridden = any(env.get("overrides") for env in card["envs"].values())
+                unseen[p.name].setdefault(family, []).append(
+                    generalisation_table(
+                        card,
+                        everything,
+                        train_ids=p.train_ids,
+                        metric="neg_test_loss" if overridden else "normalised_score",
+                        seed=seed,
+                        n_resamples=n_resamples,
+                    )
+                )
     if not sections:
         expected = ", ".join(
             str(merged_card_path(results_dir, p, "SPLIT")) for p in PROTOCOLS.values()
@@ -714,4 +795,4 @@ def render_generalisation(
             f"no protocol's merged policy cards in {results_dir} (looked for {expected}): run "
             "`ganno-bench reproduce generalisation` (which evaluates the policies) first"
         )
-    return write_report(sections, Path(out_dir), runs_dir, everything)
+    return write_report(sections, Path(out_dir), runs_dir, everything, unseen)
