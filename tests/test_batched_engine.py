@@ -43,8 +43,12 @@ from ganno_bench.envs.common import build_trainer
 from ganno_bench.envs.registry import spec
 from ganno_bench.experiments.batched_bench import format_batched, measure_batched
 from ganno_bench.inner.batched import BatchedTrainer, _cheapest_runs, build_batched_trainer
+from ganno_bench.inner.batched_decoder import DecoderKernel
+from ganno_bench.inner.batched_kernels import Layout
 from ganno_bench.inner.engine import DecisionStats
+from ganno_bench.inner.models import agent_layers
 from ganno_bench.inner.torch_trainer import TorchTrainer
+from ganno_bench.inner.transformer import Decoder
 
 # Every LR id: the MLPs and CNNs against TIGHT, the transformers against DECODER.
 TRANSFORMER_IDS = ganno_bench.list_envs("ganno/LayerLR-Transformer-*")
@@ -61,11 +65,16 @@ class Tolerance:
     norm: float  # relative, on grad and weight norms and update ratios
     share: float  # absolute, on cosines and noise shares
     weights: float  # |w_batched - w_torch| / |w_torch|
+    flips: int = 1  # predictions (samples, or tokens) whose argmax may differ: ties
+    moved: float | None = None  # |w_batched - w_torch| / |w_torch - w_start|, if checked
 
 
 TIGHT = Tolerance(loss=1e-5, norm=1e-4, share=1e-4, weights=1e-6)
 LOOSE = Tolerance(loss=2e-3, norm=5e-3, share=5e-3, weights=1e-3)
-DECODER = Tolerance(loss=1e-4, norm=5e-3, share=2e-3, weights=1e-2)
+# a slot that moves little (a low rate, few steps) has tiny weight differences whatever
+# the engine does, so the decoder's weights are also checked against how far they moved
+# (measured at most 0.006 of it; an engine that never updated would be 1)
+DECODER = Tolerance(loss=1e-4, norm=5e-3, share=2e-3, weights=1e-2, flips=8, moved=0.02)
 FIELDS = ("grad_norm", "weight_norm", "update_ratio", "grad_cosine", "grad_noise")
 
 
@@ -141,15 +150,20 @@ def _assert_stats_close(got: DecisionStats, expected: DecisionStats, tol=TIGHT) 
         np.testing.assert_allclose(getattr(got, field), getattr(expected, field), atol=tol.share)
 
 
-def _assert_weights_close(got: torch.Tensor, expected: torch.Tensor, tol=TIGHT) -> None:
-    assert float((got - expected).norm() / expected.norm()) < tol.weights
+def _assert_weights_close(
+    got: torch.Tensor, expected: torch.Tensor, tol=TIGHT, start: torch.Tensor | None = None
+) -> None:
+    error = float((got - expected).norm())
+    assert error / float(expected.norm()) < tol.weights
+    if tol.moved is not None and start is not None:
+        assert error <= tol.moved * float((expected - start).norm())
 
 
 def _assert_matches_torch(
     env_id: str, trainer: BatchedTrainer, instances, rates, tol=TIGHT
 ) -> None:
     batched = _run_batched(trainer, instances, rates)
-    n_val = len(trainer._data["val"][1])
+    predictions = {part: trainer._data[part][1].numel() for part in ("val", "test")}
     for slot, instance in enumerate(instances):
         expected = _run_torch(env_id, instance, rates[:, slot])
         assert torch.equal(batched["start"][slot], expected["start"])  # start() is exact
@@ -158,8 +172,9 @@ def _assert_matches_torch(
         for part in ("val", "test"):
             (loss, accuracy), (want_loss, want_accuracy) = batched[part][slot], expected[part]
             assert loss == pytest.approx(want_loss, rel=tol.loss)
-            assert abs(accuracy - want_accuracy) <= 1.0 / n_val  # an argmax tie at most
-        _assert_weights_close(batched["weights"][slot], expected["weights"], tol)
+            # measured: the decoders flipped at most 3 of 4,800 tokens (Easy, batch 8)
+            assert abs(accuracy - want_accuracy) * predictions[part] <= tol.flips + 1e-6
+        _assert_weights_close(batched["weights"][slot], expected["weights"], tol, expected["start"])
 
 
 # -- equivalence with TorchTrainer ---------------------------------------------------------
@@ -230,6 +245,35 @@ def test_the_chosen_kernels():
     assert build_batched_trainer(spec(TRANSFORMER_HARD), 2).kernel_name == "functional"
     with pytest.raises(ValueError, match=r"needs a ganno_bench\.inner\.transformer\.Decoder"):
         build_batched_trainer(spec(MLP_EASY), 2, kernel="decoder")
+
+
+def test_the_decoder_kernel_refuses_a_decoder_laid_out_otherwise():
+    network = Decoder(16, 8, width=16, heads=2, blocks=1)
+    network.head.linear = nn.Linear(16, 16, bias=False)  # the head without its bias
+    with pytest.raises(ValueError, match=r"expects .*Decoder's parameters in the order"):
+        DecoderKernel(Layout(agent_layers(network)), network)
+
+
+def test_evaluation_in_chunks_equals_one_pass(monkeypatch):
+    """Evaluation chunks its samples so the slots' activations stay bounded; a cap that
+    splits the val part into chunks of 7 sequences (the last one short) changes nothing
+    beyond the sums' rounding."""
+    import ganno_bench.inner.batched as batched_module
+
+    instances = _instances(TRANSFORMER_EASY, 2)
+    trainer = build_batched_trainer(spec(TRANSFORMER_EASY), len(instances))
+    for slot, instance in enumerate(instances):
+        trainer.start(slot, instance)
+    trainer.set_learning_rates(_rates(TRANSFORMER_EASY, instances, 1)[0])
+    trainer.train(2)
+    whole = trainer.evaluate("val")
+    length = trainer._data["val"][1].shape[1]
+    assert trainer._eval_rows(len(instances), length) >= len(trainer._data["val"][1])
+    monkeypatch.setattr(batched_module, "EVAL_TARGET_BUDGET", 7 * len(instances) * length)
+    assert trainer._eval_rows(len(instances), length) == 7
+    chunked = trainer.evaluate("val")
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6)
+    np.testing.assert_array_equal(chunked[1], whole[1])
 
 
 class _Residual(nn.Module):

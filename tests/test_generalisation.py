@@ -259,6 +259,11 @@ def test_the_report_adds_the_model_families_a_policy_never_saw(
         results / "ppo-mlp-easy-on-transformer-test.json.gz"
     )["episodes"]
 
+    twice = dict(by_path)
+    twice[results / "ppo-mlp-easy-other-test.json.gz"] = mine  # the same id and seed again
+    with pytest.raises(ValueError, match=r"both hold ppo-mlp-easy on .*keep one of them"):
+        unseen_family_cards(twice, PROTOCOLS["100k"], "test")
+
     text = render_generalisation(
         results, tmp_path / "report", runs_dir=out / "runs", splits=["test"], n_resamples=200
     )

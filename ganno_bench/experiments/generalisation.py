@@ -570,26 +570,38 @@ def unseen_family_cards(
     """The protocol's policy on each model family it neither trained on nor targets (the
     transformers, for every protocol so far), one card per family, gathered from the
     leaderboard's cards of the policy on other ids (``AGENT-on-IDS-SPLIT``,
-    ``AGENT-other-SPLIT``; the leaderboard refuses two cards of one agent on one id, seed
-    and split, so no episode counts twice)."""
+    ``AGENT-other-SPLIT``). Two cards holding one id and seed are refused, as the
+    leaderboard refuses them: an episode counts once."""
     seen = set(families([*p.train_ids, *p.targets]))
     gathered: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    source: dict[tuple[str, int], Path] = {}
     for path in sorted(cards, key=lambda q: Path(q).name):
         card = cards[path]
         if card["agent"]["name"] != p.agent or card["split"] != split:
             continue
         for env_id in sorted(card["envs"]):
-            if family_of(env_id) not in seen:
-                gathered.setdefault(family_of(env_id), []).append((env_id, card))
+            if family_of(env_id) in seen:
+                continue
+            for seed in card["seeds"]:
+                if (env_id, seed) in source:
+                    raise ValueError(
+                        f"{source[env_id, seed]} and {path} both hold {p.agent} on {env_id}, "
+                        f"seed {seed}, split {split}: keep one of them"
+                    )
+                source[env_id, seed] = path
+            gathered.setdefault(family_of(env_id), []).append((env_id, card))
     out = {}
     for family, pairs in gathered.items():
-        first = copy.deepcopy(dict(pairs[0][1]))
-        first["envs"] = {env_id: card["envs"][env_id] for env_id, card in pairs}
-        first["episodes"] = [
+        first = pairs[0][1]
+        merged = {key: first[key] for key in first if key not in ("envs", "episodes", "seeds")}
+        merged["envs"] = {env_id: card["envs"][env_id] for env_id, card in pairs}
+        merged["episodes"] = [
             e for env_id, card in pairs for e in card["episodes"] if e["env_id"] == env_id
         ]
-        first["seeds"] = sorted({s for _, card in pairs for s in card["seeds"]})
-        out[family] = validate_card(first, f"{p.agent} on {family} ids, split {split}")
+        merged["seeds"] = sorted({s for _, card in pairs for s in card["seeds"]})
+        out[family] = validate_card(
+            copy.deepcopy(merged), f"{p.agent} on {family} ids, split {split}"
+        )
     return out
 
 

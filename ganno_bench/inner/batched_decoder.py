@@ -22,10 +22,15 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from ganno_bench.inner.batched_kernels import Batch, Kernel, Layout, activate, batched_linear
+from ganno_bench.inner.batched_kernels import (
+    ACTIVATIONS,
+    Batch,
+    Kernel,
+    Layout,
+    activate,
+    batched_linear,
+)
 from ganno_bench.inner.transformer import Decoder
-
-_ACTIVATION_NAMES = {torch.nn.ReLU: "relu", torch.nn.Tanh: "tanh"}
 
 
 def _expected_segments(blocks: int) -> list[str]:
@@ -50,7 +55,7 @@ class DecoderKernel(Kernel):
             )
         first = network.blocks[0] if self.blocks else None
         self.heads = first.heads if first is not None else 1
-        self.activation = _ACTIVATION_NAMES[type(first.activation)] if first else None
+        self.activation = ACTIVATIONS[type(first.activation)] if first is not None else None
         self.eps = network.head.norm.eps
 
     def _normed_linear(self, h: torch.Tensor, params: Iterator[torch.Tensor]) -> torch.Tensor:

@@ -87,7 +87,7 @@ class Batch:
     """One padded minibatch for a group of G slots: rows past ``sizes[g]`` are padding."""
 
     x: torch.Tensor  # (G, B, *input_shape)
-    y: torch.Tensor  # (G, B)
+    y: torch.Tensor  # (G, B) labels, or (G, B, T) next tokens
     sizes: list[int]
     mask: torch.Tensor  # (G, B) bool, True on real rows
     counts: torch.Tensor  # (G,) float, the real rows per slot
@@ -136,7 +136,7 @@ def summed_cross_entropy(
 
 # -- kernels -------------------------------------------------------------------------------
 
-_ACTIVATIONS: dict[type, str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+ACTIVATIONS: dict[type, str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
 
 def activate(name: str | None, z: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
@@ -180,7 +180,8 @@ class Kernel:
         raise NotImplementedError
 
     def logits(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits (G, B, C) of every slot on the shared inputs ``x`` (B, ...)."""
+        """Logits (G, B, C), or (G, B, T, V) for sequences, of every slot on the shared
+        inputs ``x`` (B, ...)."""
         raise NotImplementedError
 
     @staticmethod
@@ -330,7 +331,7 @@ class SequentialKernel(Kernel):
             return F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
         if isinstance(m, nn.Flatten):
             return h.flatten(1)
-        return activate(_ACTIVATIONS[type(m)], h)
+        return activate(ACTIVATIONS[type(m)], h)
 
     def _features(self, trunk: list[tuple[Any, Any]], x: torch.Tensor, sizes: list[int]):
         """The trunk's output (G, B, F); per slot, rows past ``sizes[g]`` are zeros."""
@@ -445,8 +446,8 @@ def linear_chain(modules: list[nn.Module], input_shape: tuple) -> list[str | Non
     for m in rest:
         if isinstance(m, nn.Linear):
             activations.append(None)
-        elif type(m) in _ACTIVATIONS and activations and activations[-1] is None:
-            activations[-1] = _ACTIVATIONS[type(m)]
+        elif type(m) in ACTIVATIONS and activations and activations[-1] is None:
+            activations[-1] = ACTIVATIONS[type(m)]
         else:
             return None
     return activations or None
@@ -463,7 +464,7 @@ def conv_sequence(modules: list[nn.Module]) -> bool:
         return False
     trunk, head = modules[: flat[0]], modules[flat[0] + 1 :]
     trunk_ok = all(
-        type(m) in _ACTIVATIONS
+        type(m) in ACTIVATIONS
         or (isinstance(m, nn.MaxPool2d) and not m.return_indices)
         or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros")
         for m in trunk
