@@ -286,7 +286,10 @@ class BatchedTrainer:
         """Whether the batched decoder kernel beats one ``functional_call`` per slot: on a
         GPU always (one launch for N); on the CPU only for decoders of at most
         ``DECODER_BATCHED_MACS`` per sequence, whose per-slot matmuls are small enough
-        for launches to matter (see the module docstring)."""
+        for launches to matter (see the module docstring). The GPU choice is by design,
+        not yet measured: no GPU was lent while the decoder kernel was written, so its
+        CUDA tolerance (embedding and attention backward sum in a nondeterministic
+        order there) is untested."""
         return self.device.type != "cpu" or sum(self._macs) <= DECODER_BATCHED_MACS
 
     # -- slots ------------------------------------------------------------------------------
