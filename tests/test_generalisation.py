@@ -185,18 +185,25 @@ def test_a_rerun_reuses_the_finished_per_seed_cards(reproduced, monkeypatch):
     )
 
 
-def test_the_report_re_renders_from_the_committed_cards_alone(
-    reproduced, baseline_cards, tmp_path, monkeypatch, capsys
-):
-    import ganno_bench.experiments.generalisation as gen
+def _committed_results(out, baseline_cards, results):
+    """A results folder as the repository holds one: the baselines' cards and the reduced
+    run's policy cards merged into ``ppo-mlp-easy-test.json.gz``."""
     from ganno_bench.benchmark.cards import write_card
 
-    out, text = reproduced
-    results = tmp_path / "results"
     for card in baseline_cards:
         write_card(card, results / f"{card['agent']['name']}-test.json.gz")
     cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
     write_card(merge_seed_cards(cards, "ppo-mlp-easy"), results / "ppo-mlp-easy-test.json.gz")
+    return results
+
+
+def test_the_report_re_renders_from_the_committed_cards_alone(
+    reproduced, baseline_cards, tmp_path, monkeypatch, capsys
+):
+    import ganno_bench.experiments.generalisation as gen
+
+    out, text = reproduced
+    results = _committed_results(out, baseline_cards, tmp_path / "results")
 
     def refuse(*args, **kwargs):
         raise AssertionError("re-rendering evaluated something")
@@ -231,11 +238,7 @@ def test_the_report_adds_the_model_families_a_policy_never_saw(
     from ganno_bench.experiments.generalisation import unseen_family_cards
 
     out, _ = reproduced
-    results = tmp_path / "results"
-    for card in baseline_cards:
-        write_card(card, results / f"{card['agent']['name']}-test.json.gz")
-    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
-    write_card(merge_seed_cards(cards, "ppo-mlp-easy"), results / "ppo-mlp-easy-test.json.gz")
+    results = _committed_results(out, baseline_cards, tmp_path / "results")
     transformer = "ganno/LayerLR-Transformer-Easy-Adam-v0"
 
     def played(name):
