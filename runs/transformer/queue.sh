@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The transformer family's missing cards, one after another on one core.
+# Each card's journal (OUT.partial.jsonl) makes the whole queue resumable: run it again.
+set -u
+cd "$(dirname "$0")/../.."
+source .venv/bin/activate
+export OMP_NUM_THREADS=1
+card() {  # agent id-suffix env split [seeds...]
+    local name="$1-$2-$4"
+    if [ $# -lt 5 ]; then set -- "$@" 0; fi
+    if [ -e "leaderboards/results/$name.json.gz" ]; then return; fi
+    echo "== $(date -u +%FT%T) $name"
+    ganno-bench evaluate --agent "$1" --env "ganno/LayerLR-$3-v0" --split "$4" --seeds "${@:5}" \
+        --out "runs/transformer/$name.json" --quiet
+}
+card hypergradient transformer-hard Transformer-Hard-Adam test-ood
+card lars transformer-hard Transformer-Hard-Adam test
+card lars transformer-hard Transformer-Hard-Adam test-ood
+for level in "transformer Transformer-Easy-Adam" "transformer-medium Transformer-Medium-Adam" "transformer-hard Transformer-Hard-Adam"; do
+    set -- $level
+    for agent in step exponential cosine-restarts warmup-cosine one-cycle reduce-on-plateau cyclical halve-on-plateau; do
+        for split in test test-ood; do card "$agent" "$1" "$2" "$split"; done
+    done
+    for split in test test-ood; do card random "$1" "$2" "$split" 0 1 2; done
+done
+echo "== $(date -u +%FT%T) queue done"
