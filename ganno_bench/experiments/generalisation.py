@@ -744,6 +744,13 @@ def reproduce_generalisation(
     return write_report(sections, out_dir, runs_dir, [*baseline_cards, *made])
 
 
+def _card_metric(card: Mapping[str, Any]) -> str:
+    """The metric a card's policy is compared by: overridden tasks have no references, so
+    their cards compare negated test losses, as reproduce does."""
+    overridden = any(env.get("overrides") for env in card["envs"].values())
+    return "neg_test_loss" if overridden else "normalised_score"
+
+
 def render_generalisation(
     results_dir: str | Path = "leaderboards/results",
     out_dir: str | Path = "leaderboards/generalisation",
@@ -772,14 +779,12 @@ def render_generalisation(
             card = cards[path]
             per_seed = card["agent"]["config"].get("per_seed", {})
             policies += [played_file(c) for c in per_seed.values()]
-            # overridden tasks have no references: compare losses, as reproduce does
-            overridden = any(env.get("overrides") for env in card["envs"].values())
             tables.append(
                 generalisation_table(
                     card,
                     [c for q, c in cards.items() if q != path],
                     train_ids=p.train_ids,
-                    metric="neg_test_loss" if overridden else "normalised_score",
+                    metric=_card_metric(card),
                     seed=seed,
                     n_resamples=n_resamples,
                 )
@@ -788,13 +793,12 @@ def render_generalisation(
         unseen[p.name] = {}
         for split in splits:
             for family, card in unseen_family_cards(cards, p, split).items():
-                overridden = any(env.get("overrides") for env in card["envs"].values())
                 unseen[p.name].setdefault(family, []).append(
                     generalisation_table(
                         card,
                         everything,
                         train_ids=p.train_ids,
-                        metric="neg_test_loss" if overridden else "normalised_score",
+                        metric=_card_metric(card),
                         seed=seed,
                         n_resamples=n_resamples,
                     )
