@@ -9,7 +9,8 @@ import pytest
 
 from ganno_bench.benchmark.cards import card_files, load_card, same_processor
 from ganno_bench.benchmark.evaluation import run_episode, single_threaded
-from ganno_bench.benchmark.scoring import load_references
+from ganno_bench.benchmark.scoring import SCORE_FLOOR, load_references
+from ganno_bench.envs.registry import spec
 from ganno_bench.experiments.verify import agent_of
 
 RESULTS = Path(__file__).resolve().parent.parent / "leaderboards" / "results"
@@ -18,7 +19,17 @@ CARDS = card_files(RESULTS)
 # and so episodes, are bitwise per processor: the README's "Same machine, same numbers")
 MADE_HERE = [p for p in CARDS if same_processor(load_card(p).get("hardware"))]
 RERUN = sorted(set(CARDS[::4]) | set(MADE_HERE))
-BATCHED_RTOL = 1e-4
+# A batched card's episode rerun on the reference engine, per model family: over a whole
+# episode the engines' float32 rounding compounds (`ganno-bench verify --engine batched`,
+# README "The batched engine"): MLP final losses 7e-8 relative (median; 90% within
+# 2.3e-7), transformers 1.2e-5 (all 96 within 2.7e-3). CNN runs and chaotic MLP ones drift
+# as far as on another processor (up to 1.3), so the rerun takes a card's quickest MLP
+# episode where it has one, and a batched card of CNN episodes alone is not committed.
+BATCHED_RTOL = {"mlp": 1e-4, "transformer": 5e-3}
+# On the transformers a policy's drifted observations flip some of its discrete choices
+# (a rate 3x apart on Medium) while the final loss stays within 1.3e-3: the loss and the
+# score carry the check there.
+RATES_FLIP = {"transformer"}
 
 
 def test_results_are_committed_with_the_rendered_leaderboard():
@@ -42,6 +53,7 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
     mlp = [e for e in card["episodes"] if "MLP" in e["env_id"]] or card["episodes"]
     episode = min(mlp, key=lambda e: e["wall_time_s"])
     overrides = card["envs"][episode["env_id"]].get("overrides") or None
+    references = load_references(episode["env_id"])
     with single_threaded():
         again = run_episode(
             agent_of(card, episode),
@@ -50,13 +62,24 @@ def test_rerunning_an_episode_reproduces_the_card(card_path):
             episode["instance"],
             episode["seed"],
             overrides,
-            load_references(episode["env_id"]),
+            references,
         )
     # The reference engine reruns every episode; a card the batched engine made matches
-    # it within that engine's float32 tolerance (tests/test_batched_evaluation.py).
-    rtol = BATCHED_RTOL if card.get("engine") == "batched" else 1e-6
+    # it within that engine's whole-episode float32 tolerance for the model family, and
+    # its score within what that loss tolerance moves a score (1 / the score's scale).
+    kind, batched = spec(episode["env_id"]).model.kind, card.get("engine") == "batched"
+    if batched and kind not in BATCHED_RTOL:
+        pytest.fail(
+            f"{card_path.name} is a batched card of {kind} episodes only, which drift over an "
+            "episode as on another processor: commit the reference engine's card instead"
+        )
+    rtol = BATCHED_RTOL[kind] if batched else 1e-6
     assert again["final_test_loss"] == pytest.approx(episode["final_test_loss"], rel=rtol)
+    ref = references[card["split"]][episode["instance"]]
+    default, best = ref["default_loss"], min(ref["best_loss"], ref["default_loss"])
+    scale = max(default - best, SCORE_FLOOR * default)
     assert again["normalised_score"] == pytest.approx(
-        episode["normalised_score"], rel=rtol, abs=rtol * 1e-3
+        episode["normalised_score"], abs=rtol * abs(episode["final_test_loss"]) / scale
     )
-    np.testing.assert_allclose(again["lrs"], episode["lrs"], rtol=rtol)
+    if not (batched and kind in RATES_FLIP):
+        np.testing.assert_allclose(again["lrs"], episode["lrs"], rtol=rtol)

@@ -43,6 +43,7 @@ def test_drift_is_counted_and_the_iqm_difference_reported(made_here, tmp_path, c
     drifted = copy.deepcopy(cards["halve-on-plateau"])
     close, off = drifted["episodes"]
     close["final_test_loss"] *= 1 + 1e-5  # as another processor's rounding might
+    close["lrs"][1][0] *= 1.002  # and a rate chosen from drifted observations
     off["final_test_loss"] *= 2
     off["normalised_score"] += 0.4
     write_card(drifted, tmp_path / "halve-on-plateau-test.json.gz")
@@ -56,6 +57,11 @@ def test_drift_is_counted_and_the_iqm_difference_reported(made_here, tmp_path, c
     assert "but some curve or rate not: 1" in out
     assert "within 0.1% of the committed final test loss: 1" in out
     assert "further off: 1 (largest: 50% on ganno/LayerLR-MLP-Easy-v0 instance 1" in out
+    assert "largest relative difference of the final test loss: 0.5 (" in out
+    assert (
+        "largest relative difference of a chosen rate: 0.002 (ganno/LayerLR-MLP-Easy-v0 "
+        "instance 0 seed 0, halve-on-plateau-test.json.gz)" in out
+    )
     committed = [e["normalised_score"] for c in (cards["constant"], drifted) for e in c["episodes"]]
     here = [e["normalised_score"] for c in cards.values() for e in c["episodes"]]
     difference = sps.trim_mean(here, 0.25) - sps.trim_mean(committed, 0.25)
@@ -82,3 +88,48 @@ def test_the_sample_is_seeded_and_spread_over_the_cards(made_here):
     picks = {tuple(e["instance"] for _, _, e in sample_episodes(named, 1, s)) for s in range(8)}
     assert len(picks) > 1
     assert len(sample_episodes(named, 5, 0)) == 4  # all a card holds, not more
+
+
+def test_the_batched_engine_replays_each_cards_episodes_side_by_side(
+    made_here, tmp_path, monkeypatch, capsys
+):
+    """--engine batched plays a card's sampled episodes of one id and seed as one batch,
+    within the batched engine's tolerance of the reference engine's card; an agent the
+    batched engine cannot play is named, not replayed on another engine."""
+    from ganno_bench.experiments import verify as module
+
+    folder, cards = made_here
+    batches = []
+    real = module.play_batched
+
+    def spy(agent, env_id, split, jobs, *args):
+        batches.append([k for k, _, _ in jobs])
+        return real(agent, env_id, split, jobs, *args)
+
+    monkeypatch.setattr(module, "play_batched", spy)
+    replays, skipped = module.verify(
+        [(folder / f"{n}-test.json.gz", c) for n, c in cards.items()],
+        per_card=2,
+        progress=False,
+        engine="batched",
+    )
+    assert batches == [[0, 1], [0, 1]]  # one batch per card, both instances in it
+    assert [(r.card, r.instance) for r in replays] == [
+        (f"{n}-test.json.gz", k) for n in cards for k in (0, 1)
+    ]
+    assert not skipped
+    for r in replays:
+        assert r.loss == pytest.approx(r.committed_loss, rel=1e-4)
+        assert r.rate_difference <= 1e-4
+    outer = copy.deepcopy(cards["constant"])
+    outer["agent"]["name"] = "pbt"
+    write_card(outer, tmp_path / "pbt-test.json.gz")
+    write_card(cards["constant"], tmp_path / "constant-test.json.gz")
+    command = ["verify", "--results", str(tmp_path), "--engine", "batched", "--quiet"]
+    assert main([*command, "--per-card", "2", "--tolerance", "1e-4", "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "re-ran 2 committed episodes (2 per card, sample seed 0) on the batched engine" in out
+    assert "not replayed: pbt-test.json.gz: not on the batched engine: pbt is an outer-loop" in out
+    assert "the batched engine's own float32 drift over whole episodes" in out
+    with pytest.raises(ValueError, match="engine must be one of"):
+        module.verify([], engine="cuda")

@@ -27,7 +27,7 @@ from ganno_bench.experiments.generalisation import (
 )
 from ganno_bench.experiments.overhead import DEFAULT_OVERHEAD_IDS, format_overhead, measure_overhead
 from ganno_bench.experiments.protocols import PROTOCOLS, protocol, shipped_policies
-from ganno_bench.experiments.verify import TOLERANCE, format_report, verify
+from ganno_bench.experiments.verify import ENGINES, TOLERANCE, format_report, verify
 
 
 def _diagnosis(args: argparse.Namespace) -> int:
@@ -179,7 +179,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no cards {missing} in {args.results}")
         named = [(p, c) for p, c in named if keys[p] & wanted]
     replays, skipped = verify(
-        named, per_card=args.per_card, seed=args.seed, progress=not args.quiet
+        named,
+        per_card=args.per_card,
+        seed=args.seed,
+        progress=not args.quiet,
+        engine=args.engine,
     )
     print(
         format_report(
@@ -189,6 +193,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             tolerance=args.tolerance,
             per_card=args.per_card,
             seed=args.seed,
+            engine=args.engine,
         )
     )
     off = sum(r.status(args.tolerance) == "differs" for r in replays)
@@ -303,6 +308,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=TOLERANCE,
         help="relative difference of the final test loss still counted as close",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="sequential",
+        help="replay on this engine (batched: its drift from reference-engine cards)",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 if any episode is further off")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

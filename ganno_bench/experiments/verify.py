@@ -9,11 +9,16 @@ it replays each with the agent, instance, seed and settings its card records, on
 thread as in every evaluation, and counts how many match bitwise (final loss, curves and
 rates), how many lie within a relative tolerance of the committed final test loss, and
 how much the sample's IQM normalised score moves.
+
+With ``engine="batched"`` the sample is replayed on the batched engine instead (each
+card's episodes of one id and seed side by side, as ``evaluate(engine="batched")`` plays
+them): on cards the reference engine made on this processor, what remains is the
+batched engine's own drift over whole episodes, the tolerance a batched card carries.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +29,17 @@ import numpy as np
 from ganno_bench.baselines.policy import recorded_path
 from ganno_bench.baselines.zoo import UnknownAgentError, load_agent
 from ganno_bench.benchmark import stats
+from ganno_bench.benchmark.batched_evaluation import batched_unsupported, play_batched
 from ganno_bench.benchmark.cards import hardware, same_processor
 from ganno_bench.benchmark.evaluation import run_episode, single_threaded
 from ganno_bench.benchmark.leaderboard.tables import text_table
+from ganno_bench.benchmark.records import episode_seed
 from ganno_bench.benchmark.scoring import load_references
 
-__all__ = ["Replay", "agent_of", "format_report", "sample_episodes", "verify"]
+__all__ = ["ENGINES", "Replay", "agent_of", "format_report", "sample_episodes", "verify"]
 
 TOLERANCE = 1e-3  # relative difference of the final test loss counted as "close"
+ENGINES = ("sequential", "batched")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class Replay:
     committed_score: float | None
     score: float | None
     bitwise: bool
+    rate_difference: float = 0.0  # the largest relative difference of a chosen rate
 
     @property
     def relative_difference(self) -> float:
@@ -97,21 +106,15 @@ def _same(a: Any, b: Any) -> bool:
     return bool(np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float), True))
 
 
-def replay(path: Path, card: Mapping[str, Any], episode: Mapping[str, Any]) -> Replay:
-    """Run ``episode`` again as its card says it was run."""
-    env_id, split = episode["env_id"], card["split"]
+def _settings(card: Mapping[str, Any], env_id: str) -> tuple[dict | None, dict | None]:
+    """The overrides an id was played with and the references that score it (none for
+    a card of overridden budgets or of the train split, as when it was made)."""
     overrides = card["envs"][env_id].get("overrides") or None
-    references = None if overrides or split == "train" else load_references(env_id)
-    with single_threaded():
-        again = run_episode(
-            agent_of(card, episode),
-            env_id,
-            split,
-            episode["instance"],
-            episode["seed"],
-            overrides,
-            references,
-        )
+    references = None if overrides or card["split"] == "train" else load_references(env_id)
+    return overrides, references
+
+
+def _replayed(path: Path, episode: Mapping[str, Any], again: Mapping[str, Any]) -> Replay:
     bitwise = (
         again["final_test_loss"] == episode["final_test_loss"]
         and _same(again["lrs"], episode["lrs"])
@@ -119,7 +122,7 @@ def replay(path: Path, card: Mapping[str, Any], episode: Mapping[str, Any]) -> R
     )
     return Replay(
         path.name,
-        env_id,
+        episode["env_id"],
         episode["instance"],
         episode["seed"],
         float(episode["final_test_loss"]),
@@ -127,7 +130,49 @@ def replay(path: Path, card: Mapping[str, Any], episode: Mapping[str, Any]) -> R
         episode["normalised_score"],
         again["normalised_score"],
         bitwise,
+        _relative_gap(again["lrs"], episode["lrs"]),
     )
+
+
+def _relative_gap(here: Any, committed: Any) -> float:
+    """The largest relative difference between two equally shaped nested lists of
+    positive rates (infinite where the shapes differ: an episode that ended elsewhere)."""
+    a, b = np.asarray(here, dtype=float), np.asarray(committed, dtype=float)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.max(np.abs(a - b) / np.abs(b), initial=0.0))
+
+
+def replay(path: Path, card: Mapping[str, Any], episode: Mapping[str, Any]) -> Replay:
+    """Run ``episode`` again as its card says it was run, on the reference engine."""
+    env_id = episode["env_id"]
+    overrides, references = _settings(card, env_id)
+    with single_threaded():
+        again = run_episode(
+            agent_of(card, episode),
+            env_id,
+            card["split"],
+            episode["instance"],
+            episode["seed"],
+            overrides,
+            references,
+        )
+    return _replayed(path, episode, again)
+
+
+def replay_batched(
+    path: Path, card: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]]
+) -> list[Replay]:
+    """Run ``episodes`` (one id, one seed, so one agent) again side by side on the
+    batched engine, as ``evaluate(engine="batched")`` would."""
+    first = episodes[0]
+    overrides, references = _settings(card, first["env_id"])
+    jobs = [(e["instance"], e["seed"], episode_seed(e["seed"], e["instance"])) for e in episodes]
+    with single_threaded():
+        records = play_batched(
+            agent_of(card, first), first["env_id"], card["split"], jobs, overrides, references
+        )
+    return [_replayed(path, e, again) for e, again in zip(episodes, records, strict=True)]
 
 
 def verify(
@@ -136,10 +181,15 @@ def verify(
     per_card: int = 1,
     seed: int = 0,
     progress: bool = True,
+    engine: str = "sequential",
 ) -> tuple[list[Replay], list[str]]:
-    """Replay a sample of the cards' episodes here; return the replays and, per card
-    that could not be replayed (an agent that is not shipped), why."""
+    """Replay a sample of the cards' episodes here on ``engine``; return the replays and,
+    per card that could not be replayed (an agent that is not shipped) or not on the
+    batched engine (an outer-loop or privileged agent: it is left out), why."""
     from tqdm import tqdm
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}; got {engine!r}")
 
     skipped, playable = [], []
     for path, card in named:
@@ -150,13 +200,39 @@ def verify(
         except (UnknownAgentError, FileNotFoundError) as exc:  # a user's agent or file
             skipped.append(f"{path.name}: {exc}".split(" Built-in agents:")[0])
             continue
+        if engine == "batched":
+            reasons = {
+                reason
+                for e in card["episodes"]
+                if (reason := batched_unsupported(agent_of(card, e), e["env_id"]))
+            }
+            if reasons:
+                skipped.append(f"{path.name}: not on the batched engine: {min(reasons)}")
+                continue
         playable.append((path, card))
     sample = sample_episodes(playable, per_card, seed)
-    replays = [
-        replay(path, card, episode)
-        for path, card, episode in tqdm(sample, desc="verify", unit="episode", disable=not progress)
-    ]
-    return replays, skipped
+    bar = tqdm(total=len(sample), desc="verify", unit="episode", disable=not progress)
+    if engine == "sequential":
+        replays = []
+        for path, card, episode in sample:
+            replays.append(replay(path, card, episode))
+            bar.update()
+        bar.close()
+        return replays, skipped
+    groups: dict[tuple[Path, str, int], list[Mapping[str, Any]]] = defaultdict(list)
+    cards = {}
+    for path, card, episode in sample:
+        groups[path, episode["env_id"], episode["seed"]].append(episode)
+        cards[path] = card
+    played = {}
+    for (path, _, _), episodes in groups.items():
+        for episode, again in zip(
+            episodes, replay_batched(path, cards[path], episodes), strict=True
+        ):
+            played[id(episode)] = again
+        bar.update(len(episodes))
+    bar.close()
+    return [played[id(episode)] for _, _, episode in sample], skipped
 
 
 def _processors(named: Iterable[tuple[Path, Mapping[str, Any]]]) -> str:
@@ -175,13 +251,15 @@ def format_report(
     tolerance: float = TOLERANCE,
     per_card: int = 1,
     seed: int = 0,
+    engine: str = "sequential",
 ) -> str:
     """The per-episode table, then the counts and the IQM difference."""
     here = hardware()
     same = sum(same_processor(card.get("hardware")) for _, card in named)
     lines = [
         f"re-ran {len(replays)} committed episodes ({per_card} per card, sample seed {seed}) "
-        f"on {here['cpu_model']} ({here['torch_cpu_capability']}); the cards were made on "
+        + ("on the batched engine " if engine == "batched" else "")
+        + f"on {here['cpu_model']} ({here['torch_cpu_capability']}); the cards were made on "
         f"{_processors(named)}: {same} of {len(named)} on this kind of processor",
         "",
     ]
@@ -214,6 +292,18 @@ def format_report(
             else ""
         ),
     ]
+    if worst is not None and worst.relative_difference > 0:
+        lines.append(
+            f"largest relative difference of the final test loss: "
+            f"{worst.relative_difference:.2g} ({worst.env_id} instance {worst.instance} "
+            f"seed {worst.seed}, {worst.card})"
+        )
+    rates = max(replays, key=lambda r: r.rate_difference, default=None)
+    if rates is not None and rates.rate_difference > 0:
+        lines.append(
+            f"largest relative difference of a chosen rate: {rates.rate_difference:.2g} "
+            f"({rates.env_id} instance {rates.instance} seed {rates.seed}, {rates.card})"
+        )
     scored = [r for r in replays if r.committed_score is not None and r.score is not None]
     if scored:
         before = stats.iqm(np.array([r.committed_score for r in scored]))
@@ -229,5 +319,10 @@ def format_report(
         lines.append(
             "Cards made on another processor drift here by the amounts above: compare "
             "single episodes only within one machine, aggregates with this spread in mind."
+        )
+    elif engine == "batched" and replays and same == len(named):
+        lines.append(
+            "Every card was made on this kind of processor: the differences above are the "
+            "batched engine's own float32 drift over whole episodes."
         )
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The transformer family's missing cards, one after another on one core.
+# The transformer family's missing cards, one after another (run one copy per core).
 # Each card's journal (OUT.partial.jsonl) makes the whole queue resumable: run it again.
+# Several copies may run at once (one per core): each card is claimed with flock, which the
+# kernel releases when its holder dies, and a finished card (OUT exists) is skipped.
 set -u
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
@@ -8,10 +10,11 @@ export OMP_NUM_THREADS=1
 card() {  # agent id-suffix env split [seeds...]
     local name="$1-$2-$4"
     if [ $# -lt 5 ]; then set -- "$@" 0; fi
-    if [ -e "leaderboards/results/$name.json.gz" ]; then return; fi
+    if [ -e "leaderboards/results/$name.json.gz" ] || [ -e "runs/transformer/$name.json" ]; then return; fi
     echo "== $(date -u +%FT%T) $name"
-    ganno-bench evaluate --agent "$1" --env "ganno/LayerLR-$3-v0" --split "$4" --seeds "${@:5}" \
+    flock --nonblock --conflict-exit-code 75 "runs/transformer/$name.lock" ganno-bench evaluate --agent "$1" --env "ganno/LayerLR-$3-v0" --split "$4" --seeds "${@:5}" \
         --out "runs/transformer/$name.json" --quiet
+    if [ $? -eq 75 ]; then echo "   (claimed by another copy)"; fi
 }
 card hypergradient transformer-hard Transformer-Hard-Adam test-ood
 card lars transformer-hard Transformer-Hard-Adam test
