@@ -169,7 +169,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     seed and settings each card records, and report how many match bitwise, how many lie
     within --tolerance of the committed final test loss, and how much the sample's IQM
     normalised score moves: how far numbers made on another processor may drift on this
-    one. Exit code 1 with --strict when any episode is further off than the tolerance."""
+    one (with --engine batched, how far the batched engine's episodes lie from the
+    reference engine's cards). Exit code 1 with --strict when any episode is further off
+    than the tolerance."""
     named = load_named(args.results)
     if args.cards:
         wanted = set(args.cards)
@@ -313,7 +315,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--engine",
         choices=ENGINES,
         default="sequential",
-        help="replay on this engine (batched: its drift from reference-engine cards)",
+        help="replay on this engine (batched: its drift from the cards of the reference engine; "
+        "cards the batched engine made are left out)",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 if any episode is further off")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,11 +35,14 @@ from ganno_bench.benchmark.evaluation import run_episode, single_threaded
 from ganno_bench.benchmark.leaderboard.tables import text_table
 from ganno_bench.benchmark.records import episode_seed
 from ganno_bench.benchmark.scoring import load_references
+from ganno_bench.envs.batched_episodes import batching_pays
+from ganno_bench.envs.registry import spec
 
 __all__ = ["ENGINES", "Replay", "agent_of", "format_report", "sample_episodes", "verify"]
 
 TOLERANCE = 1e-3  # relative difference of the final test loss counted as "close"
 ENGINES = ("sequential", "batched")
+BATCH_SIZE = 32  # episodes per batch on the batched engine, evaluate()'s default
 
 
 @dataclass(frozen=True)
@@ -163,16 +166,36 @@ def replay(path: Path, card: Mapping[str, Any], episode: Mapping[str, Any]) -> R
 def replay_batched(
     path: Path, card: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]]
 ) -> list[Replay]:
-    """Run ``episodes`` (one id, one seed, so one agent) again side by side on the
-    batched engine, as ``evaluate(engine="batched")`` would."""
+    """Run ``episodes`` (one id and one seed, so one agent: a merged card holds one policy
+    per seed) again side by side on the batched engine, with the instances, episode seeds
+    and settings ``evaluate(engine="batched")`` gives them; a lone CNN episode, which
+    evaluation plays on the reference engine (:func:`batching_pays`), is replayed there."""
     first = episodes[0]
     overrides, references = _settings(card, first["env_id"])
+    task = spec(first["env_id"])
+    if not batching_pays(
+        task.with_overrides(**overrides) if overrides else task, len(episodes), "cpu"
+    ):
+        return [replay(path, card, e) for e in episodes]
     jobs = [(e["instance"], e["seed"], episode_seed(e["seed"], e["instance"])) for e in episodes]
     with single_threaded():
         records = play_batched(
             agent_of(card, first), first["env_id"], card["split"], jobs, overrides, references
         )
     return [_replayed(path, e, again) for e, again in zip(episodes, records, strict=True)]
+
+
+def _not_batchable(card: Mapping[str, Any]) -> str | None:
+    """Why the batched engine cannot replay ``card`` (or has nothing to measure on it), or
+    None: one agent per seed, checked on every id of the card."""
+    if card.get("engine") == "batched":
+        return "made by the batched engine (replay it with --engine sequential)"
+    agents = {e["seed"]: agent_of(card, e) for e in card["episodes"]}
+    for env_id in card["envs"]:
+        for agent in agents.values():
+            if (reason := batched_unsupported(agent, env_id)) is not None:
+                return f"not on the batched engine: {reason}"
+    return None
 
 
 def verify(
@@ -185,7 +208,11 @@ def verify(
 ) -> tuple[list[Replay], list[str]]:
     """Replay a sample of the cards' episodes here on ``engine``; return the replays and,
     per card that could not be replayed (an agent that is not shipped) or not on the
-    batched engine (an outer-loop or privileged agent: it is left out), why."""
+    batched engine (an outer-loop or privileged agent, or a card that engine made), why.
+
+    The batched engine plays a card's sampled episodes of one id and seed in batches of
+    up to :data:`BATCH_SIZE`, as evaluation does (which also batches an id's seeds
+    together when they share an agent; batch make-up does not move a slot's numbers)."""
     from tqdm import tqdm
 
     if engine not in ENGINES:
@@ -200,15 +227,9 @@ def verify(
         except (UnknownAgentError, FileNotFoundError) as exc:  # a user's agent or file
             skipped.append(f"{path.name}: {exc}".split(" Built-in agents:")[0])
             continue
-        if engine == "batched":
-            reasons = {
-                reason
-                for e in card["episodes"]
-                if (reason := batched_unsupported(agent_of(card, e), e["env_id"]))
-            }
-            if reasons:
-                skipped.append(f"{path.name}: not on the batched engine: {min(reasons)}")
-                continue
+        if engine == "batched" and (reason := _not_batchable(card)) is not None:
+            skipped.append(f"{path.name}: {reason}")
+            continue
         playable.append((path, card))
     sample = sample_episodes(playable, per_card, seed)
     bar = tqdm(total=len(sample), desc="verify", unit="episode", disable=not progress)
@@ -219,20 +240,19 @@ def verify(
             bar.update()
         bar.close()
         return replays, skipped
-    groups: dict[tuple[Path, str, int], list[Mapping[str, Any]]] = defaultdict(list)
-    cards = {}
-    for path, card, episode in sample:
-        groups[path, episode["env_id"], episode["seed"]].append(episode)
-        cards[path] = card
-    played = {}
-    for (path, _, _), episodes in groups.items():
-        for episode, again in zip(
-            episodes, replay_batched(path, cards[path], episodes), strict=True
-        ):
-            played[id(episode)] = again
-        bar.update(len(episodes))
+    groups: dict[tuple[Path, str, int], list[int]] = defaultdict(list)
+    for index, (path, _, episode) in enumerate(sample):
+        groups[path, episode["env_id"], episode["seed"]].append(index)
+    played: dict[int, Replay] = {}
+    for members in groups.values():
+        for start in range(0, len(members), BATCH_SIZE):
+            chunk = members[start : start + BATCH_SIZE]
+            path, card, _ = sample[chunk[0]]
+            again = replay_batched(path, card, [sample[i][2] for i in chunk])
+            played.update(zip(chunk, again, strict=True))
+            bar.update(len(chunk))
     bar.close()
-    return [played[id(episode)] for _, _, episode in sample], skipped
+    return [played[i] for i in range(len(sample))], skipped
 
 
 def _processors(named: Iterable[tuple[Path, Mapping[str, Any]]]) -> str:
@@ -292,7 +312,7 @@ def format_report(
             else ""
         ),
     ]
-    if worst is not None and worst.relative_difference > 0:
+    if worst is not None and worst.relative_difference > 0 and not counts["differs"]:
         lines.append(
             f"largest relative difference of the final test loss: "
             f"{worst.relative_difference:.2g} ({worst.env_id} instance {worst.instance} "
@@ -304,6 +324,8 @@ def format_report(
             f"largest relative difference of a chosen rate: {rates.rate_difference:.2g} "
             f"({rates.env_id} instance {rates.instance} seed {rates.seed}, {rates.card})"
         )
+    elif rates is not None:
+        lines.append("every chosen rate bitwise the committed one")
     scored = [r for r in replays if r.committed_score is not None and r.score is not None]
     if scored:
         before = stats.iqm(np.array([r.committed_score for r in scored]))
@@ -315,14 +337,15 @@ def format_report(
             f"{stats.fmt(after - before)} ({moved} scores moved)"
         )
     lines += [f"not replayed: {reason}" for reason in skipped]
-    if replays and counts["bitwise"] < len(replays) and same < len(named):
+    if engine == "batched" and replays:
+        lines.append(
+            f"{same} of {len(named)} cards were made on this kind of processor: on those the "
+            "differences above are the batched engine's own float32 drift over whole "
+            "episodes; on the others the processor's drift adds to it."
+        )
+    elif replays and counts["bitwise"] < len(replays) and same < len(named):
         lines.append(
             "Cards made on another processor drift here by the amounts above: compare "
             "single episodes only within one machine, aggregates with this spread in mind."
-        )
-    elif engine == "batched" and replays and same == len(named):
-        lines.append(
-            "Every card was made on this kind of processor: the differences above are the "
-            "batched engine's own float32 drift over whole episodes."
         )
     return "\n".join(lines)
