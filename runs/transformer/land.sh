@@ -9,5 +9,5 @@ for card in runs/transformer/*.json; do
     ganno-bench compact "$card"
     name=$(basename "$card" .json)
     mv "runs/transformer/$name.json.gz" "runs/transformer/$name.curves.npz" leaderboards/results/
-    rm -f "runs/transformer/$name.json.partial.jsonl"
+    rm -f "runs/transformer/$name.json.partial.jsonl" "runs/transformer/$name.lock"
 done
