@@ -26,7 +26,7 @@ from ganno_bench.agents.protocol import Agent, OuterLoopAgent
 from ganno_bench.benchmark.records import episode_record
 from ganno_bench.envs.batched_episodes import BatchedEpisodes
 from ganno_bench.envs.common import choose_instance, rates_from_actions
-from ganno_bench.envs.registry import spec, track_of
+from ganno_bench.envs.registry import spec_with, track_of
 from ganno_bench.inner.task import TaskSpec
 
 __all__ = ["batched_unsupported", "play_batched"]
@@ -55,7 +55,7 @@ def play_batched(
     """Play ``jobs`` (instance, run seed, episode seed) of ``env_id`` side by side; return
     their records in order (the card's ``episodes`` entries)."""
     start = time.perf_counter()
-    task: TaskSpec = spec(env_id).with_overrides(**overrides) if overrides else spec(env_id)
+    task: TaskSpec = spec_with(env_id, overrides)
     episodes = BatchedEpisodes(task, len(jobs), device)
     names = [f"layer_{i}" for i in range(episodes.num_layers)]
     players = [copy.deepcopy(agent) for _ in jobs]

@@ -37,7 +37,7 @@ from ganno_bench.benchmark.records import episode_record, episode_seed
 from ganno_bench.benchmark.scoring import load_references
 from ganno_bench.benchmark.threads import init_worker, single_threaded, worker_context
 from ganno_bench.envs.batched_episodes import batching_pays
-from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec
+from ganno_bench.envs.registry import UnknownEnvironmentError, list_envs, make, spec, spec_with
 from ganno_bench.inner.instances import instances_hash
 from ganno_bench.version import __version__
 
@@ -138,7 +138,7 @@ def _run_header(
 ) -> dict[str, Any]:
     envs = {}
     for env_id in ids:
-        task = spec(env_id).with_overrides(**overrides) if overrides else spec(env_id)
+        task = spec_with(env_id, overrides)
         if split == "train":
             chosen, digest = list(instances or range(task.num_frozen)), None
         else:
@@ -277,7 +277,7 @@ def _run_batches(
     with single_threaded():
         for env_id in dict.fromkeys(e for e, _, _ in todo):
             mine = [(k, s, episode_seed(s, k)) for e, k, s in todo if e == env_id]
-            task = spec(env_id).with_overrides(**overrides) if overrides else spec(env_id)
+            task = spec_with(env_id, overrides)
             for start in range(0, len(mine), batch_size):
                 chunk = mine[start : start + batch_size]
                 if not batching_pays(task, len(chunk), device):  # one CNN episode

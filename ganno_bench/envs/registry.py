@@ -108,6 +108,12 @@ def spec(env_id: str) -> TaskSpec:
         raise UnknownEnvironmentError(_unknown_message(env_id)) from None
 
 
+def spec_with(env_id: str, overrides: dict[str, Any] | None = None) -> TaskSpec:
+    """The task behind ``env_id`` with ``overrides`` (smaller budgets, as tests use) applied."""
+    task = spec(env_id)
+    return task.with_overrides(**overrides) if overrides else task
+
+
 def track_of(env_id: str | TaskSpec) -> str:
     """The track of a registered id (or task): ``"batch-size"`` for the batch-size track,
     ``"layer-lr"`` for the layerwise learning-rate track. Results of different tracks are

@@ -13,7 +13,7 @@ how much the sample's IQM normalised score moves.
 With ``engine="batched"`` the sample is replayed on the batched engine instead (each
 card's episodes of one id and seed side by side, as ``evaluate(engine="batched")`` plays
 them): on cards the reference engine made on this processor, what remains is the
-batched engine's own drift over whole episodes, the tolerance a batched card carries.
+batched engine's own drift over whole episodes.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ganno_bench.benchmark.leaderboard.tables import text_table
 from ganno_bench.benchmark.records import episode_seed
 from ganno_bench.benchmark.scoring import load_references
 from ganno_bench.envs.batched_episodes import batching_pays
-from ganno_bench.envs.registry import spec
+from ganno_bench.envs.registry import spec_with
 
 __all__ = ["ENGINES", "Replay", "agent_of", "format_report", "sample_episodes", "verify"]
 
@@ -172,10 +172,7 @@ def replay_batched(
     evaluation plays on the reference engine (:func:`batching_pays`), is replayed there."""
     first = episodes[0]
     overrides, references = _settings(card, first["env_id"])
-    task = spec(first["env_id"])
-    if not batching_pays(
-        task.with_overrides(**overrides) if overrides else task, len(episodes), "cpu"
-    ):
+    if not batching_pays(spec_with(first["env_id"], overrides), len(episodes), "cpu"):
         return [replay(path, card, e) for e in episodes]
     jobs = [(e["instance"], e["seed"], episode_seed(e["seed"], e["instance"])) for e in episodes]
     with single_threaded():
@@ -232,14 +229,10 @@ def verify(
             continue
         playable.append((path, card))
     sample = sample_episodes(playable, per_card, seed)
-    bar = tqdm(total=len(sample), desc="verify", unit="episode", disable=not progress)
     if engine == "sequential":
-        replays = []
-        for path, card, episode in sample:
-            replays.append(replay(path, card, episode))
-            bar.update()
-        bar.close()
-        return replays, skipped
+        bar = tqdm(sample, desc="verify", unit="episode", disable=not progress)
+        return [replay(path, card, episode) for path, card, episode in bar], skipped
+    bar = tqdm(total=len(sample), desc="verify", unit="episode", disable=not progress)
     groups: dict[tuple[Path, str, int], list[int]] = defaultdict(list)
     for index, (path, _, episode) in enumerate(sample):
         groups[path, episode["env_id"], episode["seed"]].append(index)
