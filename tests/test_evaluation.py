@@ -17,7 +17,7 @@ import pytest
 import ganno_bench
 from ganno_bench.agents.protocol import FunctionAgent, ScheduleAgent
 from ganno_bench.baselines.zoo import UnknownAgentError, builtin_agents, load_agent
-from ganno_bench.benchmark.cards import CardError, load_card, validate_card, write_card
+from ganno_bench.benchmark.cards import CardError, hardware, load_card, validate_card, write_card
 from ganno_bench.benchmark.evaluation import _read_journal, resolve_ids
 
 TINY = {"decisions": 3, "inner_steps": 2}
@@ -311,6 +311,38 @@ def test_a_kill_mid_write_loses_no_later_record(tmp_path, uninterrupted_killed_c
     assert _without_timings(load_card(out)) == _without_timings(uninterrupted_killed_card)
 
 
+def test_a_journal_begun_on_another_processor_is_refused_and_kept(
+    tmp_path, uninterrupted_killed_card
+):
+    """A card records one processor: episodes of two kinds of processor in one card would
+    fail its bitwise rerun, so a journal begun elsewhere is refused, and left as it was.
+    A journal from before the processor was recorded resumes as it always did."""
+    out = tmp_path / "card.json"
+    journal = tmp_path / "card.json.partial.jsonl"
+    assert _evaluate_killed_at(out, 2) == -signal.SIGKILL
+    first, *episodes = journal.read_text().splitlines()
+    begun = json.loads(first)
+    assert begun["ran_on"]["cpu_model"] == hardware()["cpu_model"]
+
+    def resume():
+        return ganno_bench.evaluate(
+            KILLED, [EASY], "test", [0], out=out, overrides=KILL_BUDGET,
+            instances=KILL_INSTANCES, progress=False,
+        )  # fmt: skip
+
+    elsewhere = {**begun, "ran_on": {**begun["ran_on"], "cpu_model": "Another Processor 9000"}}
+    journal.write_text("\n".join([json.dumps(elsewhere), *episodes]) + "\n")
+    before = journal.read_bytes()
+    with pytest.raises(ValueError, match=r"Another Processor 9000.*delete the journal"):
+        resume()
+    assert journal.read_bytes() == before and not out.exists()
+
+    legacy = {"header": begun["header"]}
+    journal.write_text("\n".join([json.dumps(legacy), *episodes]) + "\n")
+    assert _without_timings(resume()) == _without_timings(uninterrupted_killed_card)
+    assert not journal.exists()
+
+
 def test_a_journal_of_another_run_is_refused(tmp_path):
     out = tmp_path / "card.json"
     journal = tmp_path / "card.json.partial.jsonl"
@@ -440,4 +472,3 @@ def test_cards_with_non_finite_numbers_are_refused_naming_the_field(
     path.write_text(json.dumps(card))  # Python's json writes bare NaN / Infinity tokens
     with pytest.raises(CardError, match=r"bare (NaN|-?Infinity) token"):
         load_card(path)
-

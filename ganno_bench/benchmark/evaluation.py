@@ -8,6 +8,8 @@ once and flushed to disk, so a killed run resumes where it stopped: episodes alr
 the journal are not run again and none is written twice. When every episode is in, the
 result card is written atomically and the journal removed; running the same evaluation
 again then returns that finished card (:func:`finished_card`) instead of recomputing it.
+A card records one processor, so the journal records the one it was begun on and a run
+on another kind of processor refuses to resume it (float32 results differ across them).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ganno_bench.benchmark.cards import (
     hardware,
     load_card,
     now,
+    same_processor,
     write_card,
 )
 from ganno_bench.benchmark.records import episode_record, episode_seed
@@ -185,12 +188,32 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, in
             f"{path} belongs to a different evaluation (agent, ids, split, seeds "
             "or overrides differ); choose another --out, or delete it to start over"
         )
+    begun_on = first.get("ran_on")  # journals written before it was recorded do not say
+    if begun_on is not None and not same_processor(begun_on):
+        here = _processor_record()
+        raise ValueError(
+            f"{path} holds episodes played on {_describe(begun_on)}, but this machine is "
+            f"{_describe(here)}: float32 results differ bitwise across processors and a card "
+            "records one, so finish the run on the machine that began it, or delete the "
+            "journal to play every episode here"
+        )
     done = {}
     for record in records[1:]:
         if record is None:  # a line damaged by an older version's kill: run it again
             continue
         done[(record["env_id"], record["instance"], record["seed"])] = record
     return done
+
+
+def _processor_record() -> dict[str, Any]:
+    """What the journal's first line records of where its episodes run."""
+    here = hardware()
+    return {key: here[key] for key in ("cpu_model", "torch_cpu_capability")}
+
+
+def _describe(processor: dict[str, Any]) -> str:
+    isa = processor.get("torch_cpu_capability")
+    return f"{processor.get('cpu_model')} (torch CPU capability {isa})"
 
 
 def finished_card(
@@ -358,7 +381,8 @@ def evaluate(
 
     # The header is on disk before the first episode starts (a kill in that window must
     # leave a journal to resume), and a torn last line is repaired before appending.
-    sink = journal.open_for_append(journal_path, {"header": header}) if journal_path else None
+    first_line = {"header": header, "ran_on": _processor_record()}
+    sink = journal.open_for_append(journal_path, first_line) if journal_path else None
     bar = tqdm(
         total=len(todo) + len(done),
         initial=len(done),
