@@ -75,6 +75,22 @@ def test_a_compact_card_without_its_curves_or_with_other_curves_is_refused(card,
         load_card(path)
 
 
+def test_a_card_read_without_curves_is_the_card_less_its_curves_in_both_forms(card, tmp_path):
+    """``curves=False`` (choosing among many cards) gives every other field as written,
+    does not need the curves file, and still refuses what is not a result card."""
+    expected = copy.deepcopy(card)
+    for episode in expected["episodes"]:
+        del episode["curves"], episode["lrs"]
+    compact = write_card(card, tmp_path / "c.json.gz")
+    curve_store.store_path(compact).unlink()  # not read
+    for path in (write_card(card, tmp_path / "p.json"), compact):
+        assert same(load_card(path, curves=False), expected)
+    not_a_card = tmp_path / "other.json"
+    not_a_card.write_text(json.dumps({**card, "kind": "something-else"}))
+    with pytest.raises(CardError, match="not a ganno-bench result card"):
+        load_card(not_a_card, curves=False)
+
+
 def test_a_card_held_both_plain_and_compact_is_refused(card, tmp_path):
     write_card(card, tmp_path / "a.json")
     write_card(card, tmp_path / "b.json.gz")

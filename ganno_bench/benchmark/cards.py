@@ -103,18 +103,7 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
     checked with the schema's own rules (numbers; rates above 0) in one plain pass rather
     than by jsonschema value by value, which took seconds per card; everything else goes
     through jsonschema."""
-    if not isinstance(card, dict):
-        raise CardError(f"{source}: a result card is a JSON object, got {type(card).__name__}")
-    if card.get("kind") != CARD_KIND:
-        raise CardError(
-            f"{source}: not a ganno-bench result card (kind is {card.get('kind')!r}, "
-            f"expected {CARD_KIND!r})"
-        )
-    if card.get("schema_version") != SCHEMA_VERSION:
-        raise CardError(
-            f"{source}: schema_version {card.get('schema_version')!r} is not "
-            f"supported (this ganno-bench reads version {SCHEMA_VERSION})"
-        )
+    _check_kind(card, source)
     bad = _first_non_json(card)
     if bad is not None:
         where, problem = bad
@@ -132,6 +121,22 @@ def validate_card(card: Any, source: str = "card") -> dict[str, Any]:
     if problem:
         raise CardError(f"{source}: field {problem}")
     return card
+
+
+def _check_kind(card: Any, source: str) -> None:
+    """A CardError unless ``card`` is a result card of the schema version this reads."""
+    if not isinstance(card, dict):
+        raise CardError(f"{source}: a result card is a JSON object, got {type(card).__name__}")
+    if card.get("kind") != CARD_KIND:
+        raise CardError(
+            f"{source}: not a ganno-bench result card (kind is {card.get('kind')!r}, "
+            f"expected {CARD_KIND!r})"
+        )
+    if card.get("schema_version") != SCHEMA_VERSION:
+        raise CardError(
+            f"{source}: schema_version {card.get('schema_version')!r} is not "
+            f"supported (this ganno-bench reads version {SCHEMA_VERSION})"
+        )
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -225,10 +230,14 @@ def _array_problem(episodes: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def load_card(path: str | os.PathLike) -> dict[str, Any]:
+def load_card(path: str | os.PathLike, *, curves: bool = True) -> dict[str, Any]:
     """Read and validate a card: plain ``NAME.json``, or compact ``NAME.json.gz`` whose
     curves come back from ``NAME.curves.npz`` beside it
-    (:mod:`ganno_bench.benchmark.curve_store`)."""
+    (:mod:`ganno_bench.benchmark.curve_store`).
+
+    ``curves=False`` reads what the card says of its run and of each episode but not the
+    episodes' per-decision ``curves`` and ``lrs`` (left out), in a small part of the time:
+    for choosing among many cards. Only its kind and version are checked then."""
     path = Path(path)
     if not path.is_file():
         raise CardError(f"no result card at {path}")
@@ -245,6 +254,14 @@ def load_card(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         what = "gzip-compressed JSON" if compact else "valid JSON"
         raise CardError(f"{path}: not {what} ({exc})") from exc
+    if not curves:
+        _check_kind(card, str(path))
+        if isinstance(card.get("episodes"), list):
+            card["episodes"] = [
+                {k: v for k, v in e.items() if k not in ("curves", "lrs")}
+                for e in card["episodes"]
+            ]
+        return card
     if compact:
         store = curve_store.store_path(path)
         if not store.exists():
