@@ -68,7 +68,8 @@ def committed_summary(results_dir: str, env_id: str, split: str, top: int = DEMO
             f"(no result cards at {folder}: run the demo from a clone of the repository, or "
             "make cards with `ganno-bench evaluate` and pass --results)"
         )
-    named = [(folder / str(i), card) for i, card in enumerate(load_cards(folder))]
+    cards = load_cards(folder, curves=False)  # scores only: the curves are most of the time
+    named = [(folder / str(i), card) for i, card in enumerate(cards)]
     rows = []
     for run in merge_runs(named).get(split, []):
         mine = [e for e in run.episodes if e["env_id"] == env_id]

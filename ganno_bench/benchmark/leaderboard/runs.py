@@ -55,10 +55,11 @@ def statistics(metric: str) -> tuple[str, ...]:
 
 
 def load_named(
-    results_dir: str | Path, *, progress: bool = False
+    results_dir: str | Path, *, progress: bool = False, curves: bool = True
 ) -> list[tuple[Path, dict[str, Any]]]:
     """Every card in ``results_dir`` (``*.json`` and compact ``*.json.gz``) in sorted
-    order, with its path; ``progress`` shows a bar."""
+    order, with its path; ``progress`` shows a bar; ``curves=False`` leaves out the
+    episodes' per-decision arrays (:func:`~ganno_bench.benchmark.cards.load_card`)."""
     from tqdm import tqdm
 
     folder = Path(results_dir)
@@ -67,15 +68,15 @@ def load_named(
     named = []
     for path in tqdm(card_files(folder), desc="result cards", unit="card", disable=not progress):
         try:
-            named.append((path, load_card(path)))
+            named.append((path, load_card(path, curves=curves)))
         except (OSError, UnicodeDecodeError) as exc:
             raise CardError(f"{path}: cannot be read ({exc})") from exc
     return named
 
 
-def load_cards(results_dir: str | Path) -> list[dict[str, Any]]:
+def load_cards(results_dir: str | Path, *, curves: bool = True) -> list[dict[str, Any]]:
     """Every card in ``results_dir`` (sorted), validated; CardError names a bad file."""
-    return [card for _, card in load_named(results_dir)]
+    return [card for _, card in load_named(results_dir, curves=curves)]
 
 
 @dataclass
