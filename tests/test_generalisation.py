@@ -354,7 +354,7 @@ def test_protocols_target_only_ids_harder_than_what_they_trained_on():
         else:  # an ensemble of shipped policies: its file exists and names its members
             assert shipped_policies(p) == [baselines_dir() / "ppo" / p.ensemble]
             assert f"--agent {p.agent}" in p.recipe
-    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, c, 100k"):
+    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, c, d, 100k"):
         protocol("z")
 
 

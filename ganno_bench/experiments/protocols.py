@@ -33,7 +33,7 @@ class Protocol:
     recipe: str  # the training command, with S for the seed
     summary: str
     config: str | None  # the recipe's TOML in baselines/ppo/ (None: the shipped config.toml)
-    timesteps: int  # per training seed (an ensemble: its members')
+    timesteps: int  # per training seed (an ensemble: its longest-trained member's)
     checkpoint_every: int = 50_000
     ensemble: str | None = None  # no training: this TOML in baselines/ppo/ combines policies
 
@@ -102,6 +102,22 @@ PROTOCOLS: dict[str, Protocol] = {
             config=None,
             timesteps=1_000_000,
             ensemble="ppo-c-ensemble-a.toml",
+        ),
+        Protocol(
+            name="d",
+            agent="ppo-d-ensemble-ab",
+            train_ids=(_MLP_EASY, _CNN_EASY),
+            targets=(*MLP_TARGETS, *CNN_TARGETS),
+            recipe=(
+                "no training: `ganno-bench evaluate --agent ppo-d-ensemble-ab --seeds 0` plays "
+                "protocol a's and protocol b's three policies each (listed in "
+                "baselines/ppo/ppo-d-ensemble-ab.toml) as one agent"
+            ),
+            summary="protocols a's and b's six policies as one agent (mean action "
+            "probability), no new training",
+            config=None,
+            timesteps=1_000_000,
+            ensemble="ppo-d-ensemble-ab.toml",
         ),
         Protocol(
             name="100k",
