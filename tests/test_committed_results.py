@@ -50,12 +50,12 @@ def _kind(env_id: str) -> str:
 
 
 def _cheapest_per_agent_and_family(paths: list[Path]) -> list[Path]:
-    """One card of each agent on each model family, the quickest to rerun: the episodes of
-    one agent on one family take the same code path, so CI reruns one of them (with
-    GANNO_RERUN_EVERY_CARD=1, every card made here is rerun)."""
-    cheapest: dict[tuple[str, str], tuple[float, Path]] = {}
+    """One card of each agent on each model family and engine, the quickest to rerun: the
+    episodes of one agent on one family take the same code path, so CI reruns one of them
+    (with GANNO_RERUN_EVERY_CARD=1, every card made here is rerun)."""
+    cheapest: dict[tuple[str, str, str], tuple[float, Path]] = {}
     for path in paths:
-        card = load_card(path, curves=False)
+        card = SUMMARIES[path]
         episode = rerun_episode(card)
         if episode is None:  # refused by the test itself: keep it, so CI says why
             return paths
@@ -68,7 +68,8 @@ def _cheapest_per_agent_and_family(paths: list[Path]) -> list[Path]:
 # Episodes are bitwise per processor (the README's "Same machine, same numbers"): the cards
 # made on this kind of processor are rerun, one per agent and model family unless
 # EVERY_CARD, and a sample of the others is listed, each skipped saying why.
-MADE_HERE = [p for p in CARDS if same_processor(load_card(p, curves=False).get("hardware"))]
+SUMMARIES = {p: load_card(p, curves=False) for p in CARDS}  # what choosing them needs
+MADE_HERE = [p for p in CARDS if same_processor(SUMMARIES[p].get("hardware"))]
 RERUN_HERE = MADE_HERE if EVERY_CARD else _cheapest_per_agent_and_family(MADE_HERE)
 RERUN = sorted(set(CARDS[::4]) - set(MADE_HERE) | set(RERUN_HERE))
 
