@@ -6,16 +6,8 @@
 set -u
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
+source runs/transformer/card.sh
 export OMP_NUM_THREADS=1
-card() {  # agent id-suffix env split [seeds...]
-    local name="$1-$2-$4"
-    if [ $# -lt 5 ]; then set -- "$@" 0; fi
-    if [ -e "leaderboards/results/$name.json.gz" ] || [ -e "runs/transformer/$name.json" ]; then return; fi
-    echo "== $(date -u +%FT%T) $name"
-    flock --nonblock --conflict-exit-code 75 "runs/transformer/$name.lock" ganno-bench evaluate --agent "$1" --env "ganno/LayerLR-$3-v0" --split "$4" --seeds "${@:5}" \
-        --out "runs/transformer/$name.json" --quiet
-    if [ $? -eq 75 ]; then echo "   (claimed by another copy)"; fi
-}
 card hypergradient transformer-hard Transformer-Hard-Adam test-ood
 card lars transformer-hard Transformer-Hard-Adam test
 card lars transformer-hard Transformer-Hard-Adam test-ood
