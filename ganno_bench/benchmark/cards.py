@@ -76,8 +76,15 @@ def same_processor(recorded: Mapping[str, Any] | None) -> bool:
     when the record does not say (files made before cards recorded the processor)."""
     if not recorded or "cpu_model" not in recorded:
         return False
+    here = processor()
+    return all(recorded.get(k) == v for k, v in here.items())
+
+
+def processor() -> dict[str, Any]:
+    """What decides whether float32 results repeat bitwise: this machine's processor model
+    and the vector ISA torch's CPU kernels use (a part of :func:`hardware`)."""
     here = hardware()
-    return all(recorded.get(k) == here[k] for k in ("cpu_model", "torch_cpu_capability"))
+    return {key: here[key] for key in ("cpu_model", "torch_cpu_capability")}
 
 
 def _cpu_model() -> str:

@@ -33,6 +33,7 @@ from ganno_bench.benchmark.cards import (
     hardware,
     load_card,
     now,
+    processor,
     same_processor,
     write_card,
 )
@@ -190,7 +191,7 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, in
         )
     begun_on = first.get("ran_on")  # journals written before it was recorded do not say
     if begun_on is not None and not same_processor(begun_on):
-        here = _processor_record()
+        here = processor()
         raise ValueError(
             f"{path} holds episodes played on {_describe(begun_on)}, but this machine is "
             f"{_describe(here)}: float32 results differ bitwise across processors and a card "
@@ -203,12 +204,6 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[tuple[str, int, in
             continue
         done[(record["env_id"], record["instance"], record["seed"])] = record
     return done
-
-
-def _processor_record() -> dict[str, Any]:
-    """What the journal's first line records of where its episodes run."""
-    here = hardware()
-    return {key: here[key] for key in ("cpu_model", "torch_cpu_capability")}
 
 
 def _describe(processor: dict[str, Any]) -> str:
@@ -381,7 +376,7 @@ def evaluate(
 
     # The header is on disk before the first episode starts (a kill in that window must
     # leave a journal to resume), and a torn last line is repaired before appending.
-    first_line = {"header": header, "ran_on": _processor_record()}
+    first_line = {"header": header, "ran_on": processor()}
     sink = journal.open_for_append(journal_path, first_line) if journal_path else None
     bar = tqdm(
         total=len(todo) + len(done),

@@ -61,7 +61,7 @@ from supersuit.vector.multiproc_vec import decompress_info
 from ganno_bench.envs.batched_episodes import batching_pays
 from ganno_bench.envs.batched_vector import BatchedVecEnv
 from ganno_bench.envs.common import copy_seeds
-from ganno_bench.envs.registry import make, spec
+from ganno_bench.envs.registry import make, spec_with
 
 __all__ = ["ENGINES", "SeededVecEnv", "copy_seeds", "make_vec_env"]
 
@@ -288,7 +288,7 @@ def _batched_vec_env(
         raise ValueError("engine='batched' renders nothing (render_mode=None)")
     split = kwargs.pop("split", "train")
     device = kwargs.pop("device", "cpu")
-    task = spec(env_id).with_overrides(**kwargs) if kwargs else spec(env_id)
+    task = spec_with(env_id, kwargs)
     if not batching_pays(task, num_copies, device):  # one CNN copy: nothing to batch
         return make_vec_env(env_id, num_copies, seed=seed, split=split, **kwargs)
     return BatchedVecEnv(task, num_copies, split=split, seed=seed, device=device)
