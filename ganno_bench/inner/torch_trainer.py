@@ -71,6 +71,9 @@ class TorchTrainer(InnerTrainer):
         self.num_classes = dataset.num_classes
         self.optimizer: torch.optim.Optimizer | None = None
         self._prev_mean_grad = torch.zeros_like(self._flat)
+        # per-layer squared norms of _prev_mean_grad: the last decision's grad_sq, kept so
+        # that each decision folds its gradient once (None: fold _prev_mean_grad again)
+        self._prev_grad_sq: torch.Tensor | None = None
 
     # -- set-up ---------------------------------------------------------------
     def _check_all_parameters_belong_to_layers(self) -> None:
@@ -108,6 +111,7 @@ class TorchTrainer(InnerTrainer):
         """After unpickling or deepcopy (SuperSuit copies envs so), views may be copies:
         link the parameters to the flat buffer again, keeping their current values."""
         self.__dict__.update(state)
+        self.__dict__.setdefault("_prev_grad_sq", None)  # pickled before it existed
         self._link_views()
 
     def _views_like_params(self, flat: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
@@ -151,6 +155,7 @@ class TorchTrainer(InnerTrainer):
         self._order = self._new_epoch_order()
         self._cursor = 0
         self._prev_mean_grad.zero_()
+        self._prev_grad_sq = None
         # Gradient probes draw from their own stream: measuring never shifts the training data.
         self._probe_generator = torch.Generator().manual_seed(instance.data_seed + PROBE_SALT)
 
@@ -241,9 +246,12 @@ class TorchTrainer(InnerTrainer):
         weight_sq = per_layer(self._flat.square())
         update_sq = per_layer((self._flat - start_weights).square())
         dot = per_layer(mean_grad * self._prev_mean_grad)
-        prev_sq = per_layer(self._prev_mean_grad.square())
+        prev_sq = self._prev_grad_sq
+        if prev_sq is None:
+            prev_sq = per_layer(self._prev_mean_grad.square())
         mean_sq_norm = per_layer(self._grad_sq_sum / window)
         self._prev_mean_grad.copy_(mean_grad)
+        self._prev_grad_sq = grad_sq  # bitwise what folding the copy next time would give
         tiny = torch.finfo(torch.float32).tiny
         noise = (1.0 - grad_sq / mean_sq_norm.clamp_min(tiny)).clamp(0.0, 1.0)
         cosine = dot / (grad_sq.sqrt() * prev_sq.sqrt()).clamp_min(tiny)
@@ -358,6 +366,7 @@ class TorchTrainer(InnerTrainer):
         self._cursor = int(state["cursor"])
         self._data_generator.set_state(state["data_generator"].clone())
         self._prev_mean_grad.copy_(state["prev_mean_grad"])
+        self._prev_grad_sq = None
         if "probe_generator" in state:  # snapshots written before probes existed lack it
             self._probe_generator.set_state(state["probe_generator"].clone())
 
