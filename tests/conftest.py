@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 import ganno_bench
 
 # Tiny networks gain nothing from intra-op threads, and oversubscribed OpenMP threads make
 # a shared machine's timings erratic: one thread keeps the suite's runtime predictable.
 torch.set_num_threads(1)
+# The same for numpy's and scipy's BLAS (BOIL's and PBT's GP fits, sklearn): with a test
+# worker per core (pytest-xdist), a BLAS that starts a thread per core spins against the
+# other workers; BOIL's four-iteration test ran 7x slower so on a busy 2-core machine.
+# Subprocesses (CLI tests, Ray workers) inherit the variables.
+threadpool_limits(1)
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
 # Few decisions of few inner steps: the envs' own override options.
 TINY = {"decisions": 3, "inner_steps": 2}

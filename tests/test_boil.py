@@ -13,6 +13,7 @@ from scipy import stats as sps
 import ganno_bench
 from ganno_bench.baselines.boil import (
     BOIL,
+    Run,
     compress_curve,
     log_expected_improvement,
     logistic_weights,
@@ -105,6 +106,35 @@ def test_methods_run_the_lengths_they_should():
     boil.run(4)
     assert min(r.length for r in boil.runs if not r.virtual) < 20  # it uses short runs
     assert boil.trace[-1]["cost"] == sum(r.length for r in boil.runs if not r.virtual)
+
+
+class _FixedPrediction:
+    """A stand-in GP whose predicted full-length outcomes are given, one per run."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=np.float64)
+
+    def predict(self, X):
+        assert len(X) == len(self.values)
+        return self.values
+
+
+def test_recommendation_passes_over_runs_seen_to_fail():
+    opt = BOIL(_bowl, 1, 10, seed=0)
+    trains, fails = Run(np.array([0.2]), 10, np.full(10, 0.6), 10.0), Run(
+        np.array([0.9]), 4, np.zeros(4), 4.0
+    )
+    virtual = Run(np.array([0.2]), 5, np.full(5, 0.5), 0.0, virtual=True)
+    opt.runs = [trains, fails, virtual]
+    opt._gp = _FixedPrediction([0.7])  # asked about the live run only
+    assert opt.recommend().tolist() == [0.2]
+    # the GP would pick the failed run: it is passed over all the same
+    opt.runs, opt._gp = [fails, trains], _FixedPrediction([0.7])
+    assert opt.recommend().tolist() == [0.2]
+    # when every run failed, the GP's choice among them stands
+    also_fails = Run(np.array([0.5]), 6, np.zeros(6), 6.0)
+    opt.runs, opt._gp = [fails, also_fails], _FixedPrediction([0.1, 0.3])
+    assert opt.recommend().tolist() == [0.5]
 
 
 def test_tuned_schedules_are_frozen_and_load_as_an_agent(tmp_path):

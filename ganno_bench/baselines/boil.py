@@ -162,13 +162,19 @@ class BOIL:
 
     def recommend(self) -> np.ndarray:
         """The evaluated x with the best predicted full-length outcome (GP methods) or the
-        best observed full-length final value (random, grid)."""
+        best observed full-length final value (random, grid).
+
+        The GP methods pass over runs whose curve ended at the floor, 0 (diverged, or no
+        better than chance), unless every run did: such a run was seen to fail, while the
+        GP, fitted on short runs, can extrapolate its x's trend to a high full-length
+        value (seen: a run diverged at its first decision recommended over one at 0.94)."""
         real = [r for r in self.runs if not r.virtual]
         if self._gp is None or self.method in ("random", "grid"):
             full = [r for r in real if r.length == self.max_length] or real
             return max(full, key=lambda r: r.curve[-1]).x
-        X = np.array([self._features(r.x, self.max_length) for r in real])
-        return real[int(np.argmax(self._gp.predict(X)))].x
+        live = [r for r in real if r.curve[-1] > 0.0] or real
+        X = np.array([self._features(r.x, self.max_length) for r in live])
+        return live[int(np.argmax(self._gp.predict(X)))].x
 
     # -- GP ------------------------------------------------------------------------------
     def _features(self, x: np.ndarray, length: int) -> np.ndarray:
