@@ -121,8 +121,9 @@ class _FixedPrediction:
 
 def test_recommendation_passes_over_runs_seen_to_fail():
     opt = BOIL(_bowl, 1, 10, seed=0)
-    trains, fails = Run(np.array([0.2]), 10, np.full(10, 0.6), 10.0), Run(
-        np.array([0.9]), 4, np.zeros(4), 4.0
+    trains, fails = (
+        Run(np.array([0.2]), 10, np.full(10, 0.6), 10.0),
+        Run(np.array([0.9]), 4, np.zeros(4), 4.0),
     )
     virtual = Run(np.array([0.2]), 5, np.full(5, 0.5), 0.0, virtual=True)
     opt.runs = [trains, fails, virtual]
