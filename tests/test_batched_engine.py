@@ -44,7 +44,7 @@ from ganno_bench.envs.registry import spec
 from ganno_bench.experiments.batched_bench import format_batched, measure_batched
 from ganno_bench.inner.batched import BatchedTrainer, _cheapest_runs, build_batched_trainer
 from ganno_bench.inner.batched_decoder import DecoderKernel
-from ganno_bench.inner.batched_kernels import Layout
+from ganno_bench.inner.batched_kernels import Batch, Layout, _masked_cross_entropy
 from ganno_bench.inner.engine import DecisionStats
 from ganno_bench.inner.models import agent_layers
 from ganno_bench.inner.torch_trainer import TorchTrainer
@@ -608,3 +608,30 @@ def test_bench_says_where_the_env_falls_back_to_the_sequential_engine():
     (one,) = measure_batched([cnn], sizes=(1,), repeats=1, steps=1, clock="cpu")
     assert one.env_engine == "sequential"
     assert format_batched([one]).splitlines()[-1].endswith("x  sequential")
+
+
+@pytest.mark.parametrize(
+    ("rows", "classes"), [((4, 128), 10), ((3, 37), 10), ((2, 16, 12), 16), ((5, 8), 3)]
+)
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_classes_outer_loss_is_the_loss(rows, classes, padded):
+    """The MLP kernel's loss with the classes as the second-to-last dimension: per-slot
+    losses and the logits' gradient as the classes-last path gives them, within float32
+    rounding, padding rows kept out of both, non-finite logits included."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(*rows, classes, generator=generator) * 4
+    y = torch.randint(classes, rows, generator=generator)
+    groups, width = rows[:2]
+    sizes = [width - g for g in range(groups)] if padded else [width] * groups
+    mask = torch.arange(width) < torch.tensor(sizes).unsqueeze(1)
+    if padded:  # a non-finite padding row (slot 1's last) must not reach a sum
+        logits[1, -1] = float("nan")
+    batch = Batch(None, y, sizes, mask, mask.sum(1).float(), padded)
+    losses, grad = _masked_cross_entropy(logits, batch)
+    outer_losses, outer_grad = _masked_cross_entropy(logits, batch, classes_inner=False)
+    assert outer_grad.shape == grad.shape and outer_grad.is_contiguous()
+    assert torch.isfinite(outer_losses).all() and torch.isfinite(outer_grad).all()
+    torch.testing.assert_close(outer_losses, losses, rtol=1e-6, atol=0)
+    torch.testing.assert_close(outer_grad, grad, rtol=1e-5, atol=1e-8)
+    if padded:
+        assert (outer_grad[~mask] == 0).all()
