@@ -113,49 +113,28 @@ def _masked_cross_entropy(
     a quarter of a batched MLP-Easy step, and ~30x less laid out so. The values agree to
     float32 rounding (bitwise on an AVX-512 EPYC where the rows fill the vector lanes), so
     only kernels that promise closeness, not bitwise equality, ask for it."""
-    if not classes_inner:
-        return _masked_cross_entropy_classes_outer(logits, batch)
-    logp = torch.log_softmax(logits, dim=-1)
-    target = batch.y.unsqueeze(-1)
-    nll = logp.gather(-1, target).squeeze(-1).neg_()
+    class_dim = -1 if classes_inner else -2
+    scores = logits if classes_inner else logits.transpose(-1, -2).contiguous()
+    logp = torch.log_softmax(scores, dim=class_dim)
+    target = batch.y.unsqueeze(class_dim)
+    nll = logp.gather(class_dim, target).squeeze(class_dim).neg_()
     row_mask = batch.mask.view(*batch.mask.shape, *[1] * (nll.dim() - 2))
     if batch.padded:
         nll = torch.where(row_mask, nll, 0.0)
     positions = nll[0, 0].numel()  # targets per row: 1, or a sequence's length
     counts = batch.counts if positions == 1 else batch.counts * positions
     losses = nll.flatten(1).sum(1) / counts
-    picked = torch.arange(logits.shape[-1], device=logits.device) == target
+    classes = torch.arange(logits.shape[-1], device=logits.device)
+    picked = (classes if classes_inner else classes.unsqueeze(-1)) == target
     if batch.padded:
-        picked &= row_mask.unsqueeze(-1)
+        picked &= row_mask.unsqueeze(class_dim)
     grad_logp = torch.where(picked, (-1.0 / counts).view(-1, *[1] * (logits.dim() - 1)), 0.0)
-    grad = torch.ops.aten._log_softmax_backward_data(grad_logp, logp, logits.dim() - 1, logp.dtype)
+    grad = torch.ops.aten._log_softmax_backward_data(
+        grad_logp, logp, logp.dim() + class_dim, logp.dtype
+    )
     if batch.padded:
-        grad = torch.where(row_mask.unsqueeze(-1), grad, 0.0)
-    return losses, grad
-
-
-def _masked_cross_entropy_classes_outer(
-    logits: torch.Tensor, batch: Batch
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_masked_cross_entropy` computed on ``logits.transpose(-1, -2)``."""
-    logp = torch.log_softmax(logits.transpose(-1, -2).contiguous(), dim=-2)  # (..., C, B)
-    target = batch.y.unsqueeze(-2)
-    nll = logp.gather(-2, target).squeeze(-2).neg_()
-    row_mask = batch.mask.view(*batch.mask.shape, *[1] * (nll.dim() - 2))
-    if batch.padded:
-        nll = torch.where(row_mask, nll, 0.0)
-    positions = nll[0, 0].numel()
-    counts = batch.counts if positions == 1 else batch.counts * positions
-    losses = nll.flatten(1).sum(1) / counts
-    classes = torch.arange(logits.shape[-1], device=logits.device).unsqueeze(-1)
-    picked = classes == target
-    if batch.padded:
-        picked &= row_mask.unsqueeze(-2)
-    grad_logp = torch.where(picked, (-1.0 / counts).view(-1, *[1] * (logits.dim() - 1)), 0.0)
-    grad = torch.ops.aten._log_softmax_backward_data(grad_logp, logp, logits.dim() - 2, logp.dtype)
-    if batch.padded:
-        grad = torch.where(row_mask.unsqueeze(-2), grad, 0.0)
-    return losses, grad.transpose(-1, -2).contiguous()
+        grad = torch.where(row_mask.unsqueeze(class_dim), grad, 0.0)
+    return losses, grad if classes_inner else grad.transpose(-1, -2).contiguous()
 
 
 def summed_cross_entropy(
