@@ -4,6 +4,7 @@ it over loopback), resuming a killed driver, a worker killed mid-episode, and PB
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -77,7 +78,20 @@ def _stop(process: subprocess.Popen, temp: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def one_cluster_at_a_time():
+    """Held while this module's cluster lives: a second test run on the same machine (CI's
+    RLlib venv runs this file beside the main venv) waits here instead of starting a second
+    head node, whose default ports (client server, dashboard agent) would collide."""
+    with open(Path(tempfile.gettempdir()) / "ganno-bench-test-ray-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def cluster(one_cluster_at_a_time):
     """A head node and a worker node on 127.0.0.1, one CPU each; the test process is the
     driver. Stopped at the end whatever happened."""
     temp = Path(tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp"))  # short: Ray's socket paths
