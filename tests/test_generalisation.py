@@ -21,6 +21,7 @@ from ganno_bench.experiments.generalisation import (
     goal_rows,
     merge_seed_cards,
     render_generalisation,
+    render_overview,
     reproduce_generalisation,
     target_groups,
 )
@@ -73,9 +74,7 @@ def reproduced(tmp_path_factory, baseline_cards) -> tuple:
 
 def test_policy_cards_of_each_seed_are_merged_with_seeds_as_training_seeds(reproduced):
     out, _ = reproduced
-    cards = [
-        load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)
-    ]
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
     assert [c["seeds"] for c in cards] == [[0], [1]]
     merged = merge_seed_cards(cards, "ppo-mlp-easy")
     assert merged["seeds"] == [0, 1]
@@ -96,9 +95,7 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
     (table,) = json.loads((out / "table.json").read_text())["100k"]
     assert table["metric"] == "neg_test_loss"  # overridden tasks have no reference values
     assert {r["agent"] for r in table["baselines"]} == {"constant", "random"}
-    cards = [
-        load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)
-    ]
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
     mine = scores_for(merge_seed_cards(cards, "ppo-mlp-easy"), "neg_test_loss")
     pooled = np.concatenate([mine[t] for t in sorted(mine)])
     assert table["policy"]["iqm"]["all"]["value"] == pytest.approx(sps.trim_mean(pooled, 0.25))
@@ -135,9 +132,7 @@ def test_table_matches_independent_scipy_computations(reproduced, baseline_cards
 
 def test_baselines_missing_a_target_are_left_out(reproduced, baseline_cards):
     out, _ = reproduced
-    cards = [
-        load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)
-    ]
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
     partial = copy.deepcopy(baseline_cards[0])
     partial["episodes"] = [e for e in partial["episodes"] if e["env_id"] == TARGETS[0]]
     partial["envs"] = {TARGETS[0]: partial["envs"][TARGETS[0]]}
@@ -258,9 +253,10 @@ def test_the_report_adds_the_model_families_a_policy_never_saw(
     by_path = {path: load_card(path) for path in sorted(results.glob("*.json.gz"))}
     (family,) = unseen_family_cards(by_path, PROTOCOLS["100k"], "test").items()
     assert family[0] == "Transformer"
-    assert family[1]["episodes"] == load_card(
-        results / "ppo-mlp-easy-on-transformer-test.json.gz"
-    )["episodes"]
+    assert (
+        family[1]["episodes"]
+        == load_card(results / "ppo-mlp-easy-on-transformer-test.json.gz")["episodes"]
+    )
 
     twice = dict(by_path)
     twice[results / "ppo-mlp-easy-other-test.json.gz"] = mine  # the same id and seed again
@@ -332,7 +328,14 @@ def test_target_groups_are_each_family_each_id_and_all():
     targets = PROTOCOLS["a"].targets
     groups = target_groups(targets)
     assert list(groups) == [
-        "MLP", "CNN", "MLP-Medium", "MLP-Hard", "CNN-Easy", "CNN-Medium", "CNN-Hard", "all"
+        "MLP",
+        "CNN",
+        "MLP-Medium",
+        "MLP-Hard",
+        "CNN-Easy",
+        "CNN-Medium",
+        "CNN-Hard",
+        "all",
     ]
     assert groups["MLP"] == ["ganno/LayerLR-MLP-Medium-v0", "ganno/LayerLR-MLP-Hard-v0"]
     # a family's group is its Medium and Hard ids for every protocol: like for like
@@ -404,6 +407,35 @@ def test_goal_rows_follow_the_group_statistics(reproduced, baseline_cards):
         assert versus["iqm_gap"] == pytest.approx(iqm_mine - iqm_theirs)
         assert versus["met"] == (iqm_mine >= iqm_theirs and p >= 0.5)
         assert "boil" not in entry["versus"]  # no BOIL card given: no column to fake
+
+
+def test_the_overview_gives_each_protocols_goal_cells_and_counts_the_met_ones(
+    reproduced, baseline_cards
+):
+    out, _ = reproduced
+    cards = [load_card(out / "cards" / f"ppo-mlp-easy-seed{s}-test.json.gz") for s in (0, 1)]
+    policy = merge_seed_cards(cards, "ppo-mlp-easy")
+    renamed = copy.deepcopy(baseline_cards[1])
+    renamed["agent"]["name"] = "tuned-cosine"
+    table = generalisation_table(policy, [renamed], metric="neg_test_loss", n_resamples=100)
+    entries = goal_rows(table)
+    # Make the first group met and every other group not, whatever the tiny run gave.
+    first = next(iter(table["groups"]))
+    mine = copy.deepcopy(table)
+    tuned = next(r for r in mine["baselines"] if r["agent"] == "tuned-cosine")
+    for entry in entries:
+        group = entry["group"]
+        value = entry["iqm"]["value"] + (-1.0 if group == first else 1.0)
+        tuned["iqm"][group]["value"] = value
+        tuned["p_policy_better_by_group"][group]["value"] = 0.75 if group == first else 0.25
+    text = render_overview([(PROTOCOLS["a"], [mine])])
+    header, _, row = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert header.split("|")[2].strip() == first
+    assert cells[0] == "`a`" and cells[-1] == f"1 of {len(entries)}"
+    assert cells[1] == f"**met**: {entries[0]['iqm']['value']:.3f} (+1.000, P 0.75)"
+    assert all(c.endswith("(-1.000, P 0.25)") and "met" not in c for c in cells[2:-1])
+    assert "`test-ood`" not in text  # no table for a split the protocol was not played on
 
 
 def test_the_report_plots_training_curves_and_schedules(tmp_path, reproduced, baseline_cards):

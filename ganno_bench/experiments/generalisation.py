@@ -41,6 +41,7 @@ __all__ = [
     "generalisation_table",
     "merge_seed_cards",
     "render_generalisation",
+    "render_overview",
     "reproduce_generalisation",
     "shipped_policies",
     "target_groups",
@@ -396,6 +397,49 @@ def render_goal(table: Mapping[str, Any]) -> str:
     return _markdown(header, rows)
 
 
+def render_overview(sections: Sequence[tuple[Protocol, Sequence[Mapping[str, Any]]]]) -> str:
+    """The goal at a glance, one table per split: a row per protocol, a column per target
+    group, each cell the policy's IQM, its gap to tuned-cosine's IQM and P(policy >
+    tuned-cosine), marked where the goal holds; the last column counts the groups met."""
+    lines: list[str] = []
+    for split in SPLITS:
+        by_protocol = [
+            (p, {e["group"]: e for e in goal_rows(t)})
+            for p, tables in sections
+            for t in tables
+            if t["split"] == split
+        ]
+        if not by_protocol:
+            continue
+        groups: list[str] = []
+        for _, entries in by_protocol:
+            groups += [g for g in entries if g not in groups]
+        rows = []
+        for p, entries in by_protocol:
+            row, met, stated = [f"`{p.name}`"], 0, 0
+            for group in groups:
+                v = entries[group]["versus"].get("tuned-cosine") if group in entries else None
+                if v is None:
+                    row.append("-")
+                    continue
+                stated += 1
+                met += v["met"]
+                mark = "**met**: " if v["met"] else ""
+                row.append(
+                    f"{mark}{entries[group]['iqm']['value']:.3f} ({v['iqm_gap']:+.3f}, "
+                    f"P {v['p_policy_better']['value']:.2f})"
+                )
+            rows.append([*row, f"{met} of {stated}"])
+        lines += [
+            f"### Split `{split}`: policy IQM (gap to tuned-cosine's IQM, P(policy > "
+            "tuned-cosine)), per target group",
+            "",
+            _markdown(["protocol", *groups, "goal met"], rows),
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def _best_single_run(table: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The baseline with the highest IQM over all targets at single-run compute (the
     study's other learned policies are not baselines)."""
@@ -549,6 +593,16 @@ def write_report(
     ]
     if curves is not None:
         text += [f"![training curves]({curves.name})", ""]
+    if sections:
+        text += [
+            "## Overview: the goal per protocol and target",
+            "",
+            "The goal on each target group is IQM >= tuned-cosine's with P(policy > "
+            "tuned-cosine) >= 0.5. Each protocol's section below gives the CIs, BOIL and "
+            "every other baseline.",
+            "",
+            render_overview([(p, tables) for p, tables, _ in sections]),
+        ]
     for p, tables, policies in sections:
         plots = [q.name for q in schedule_plots(p, tables, results, out_dir)]
         text.append(protocol_section(p, tables, policies, plots, unseen.get(p.name, {})))
