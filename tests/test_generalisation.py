@@ -357,7 +357,11 @@ def test_protocols_target_only_ids_harder_than_what_they_trained_on():
         else:  # an ensemble of shipped policies: its file exists and names its members
             assert shipped_policies(p) == [baselines_dir() / "ppo" / p.ensemble]
             assert f"--agent {p.agent}" in p.recipe
-    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, c, d, 100k"):
+        if p.init_from is not None:  # a warm start from another protocol's shipped policies
+            assert f"--init-from baselines/ppo/{p.init_from}" in p.recipe
+            assert p.init_policy(2) == baselines_dir() / "ppo" / p.init_from.replace("S", "2")
+            assert all(p.init_policy(s).is_file() for s in range(3))
+    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, c, d, e, 100k"):
         protocol("z")
 
 

@@ -95,6 +95,48 @@ def test_resumed_training_is_reproducible(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(_parameters(x), _parameters(y), strict=True))
 
 
+def test_a_warm_started_run_fine_tunes_a_trained_policy_on_other_ids(tmp_path, monkeypatch):
+    """``init_from``: the new run starts from the policy's weights (at learning rate 0 they
+    stay the policy's, not a fresh seed's), counts its own timesteps from 0, records the
+    policy in run.json, refuses other settings or slot counts by name, and a rerun resumes
+    from its own checkpoint rather than starting over from the policy."""
+    frozen = {**SMALL, "learning_rate": 0.0}  # 2 copies x 3 MLP layers = 6 slots
+    kw = dict(overrides=TINY, checkpoint_every=48, eval_every=10**9, progress=False)
+    base = train_ppo(EASY, 48, seed=5, out=tmp_path / "base", config=frozen, **kw)
+    mix = [EASY, "ganno/LayerLR-CNN-Easy-v0"]  # 1 copy each: 3 + 3 slots
+    mixed = {**frozen, "num_copies": 1}
+    tuned = train_ppo(mix, 48, seed=3, out=tmp_path / "ft", config=mixed, init_from=base, **kw)
+    fresh = train_ppo(mix, 48, seed=3, out=tmp_path / "fresh", config=mixed, **kw)
+    assert all(
+        torch.equal(p, q) for p, q in zip(_parameters(tuned), _parameters(base), strict=True)
+    )
+    assert not all(
+        torch.equal(p, q) for p, q in zip(_parameters(fresh), _parameters(base), strict=True)
+    )
+    model = load_policy(tuned)
+    assert model.num_timesteps == 48 and model.ganno_env_ids == mix
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["init_from"] == str(base)
+
+    import ganno_bench.baselines.ppo as ppo
+
+    def no_second_warm_start(*args, **kwargs):
+        raise AssertionError("a rerun must resume from the run's newest checkpoint")
+
+    monkeypatch.setattr(ppo, "_warm_start", no_second_warm_start)
+    resumed = train_ppo(mix, 96, seed=3, out=tmp_path / "ft", config=mixed, init_from=base, **kw)
+    assert load_policy(resumed).num_timesteps == 96
+    monkeypatch.undo()
+
+    with pytest.raises(ValueError, match="n_epochs"):
+        train_ppo(
+            mix, 48, out=tmp_path / "e", config={**mixed, "n_epochs": 3}, init_from=base, **kw
+        )
+    with pytest.raises(ValueError, match="6 vector-env slots; this run has 12"):
+        train_ppo(mix, 48, out=tmp_path / "s", config=frozen, init_from=base, **kw)
+    with pytest.raises(FileNotFoundError, match="no such policy file"):
+        train_ppo(mix, 48, out=tmp_path / "m", config=mixed, init_from=tmp_path / "x.zip", **kw)
+
+
 def test_ppo_learns_to_beat_the_random_policy(tmp_path):
     """Statistical: over 3 training seeds, the trained policy's returns beat random's.
 

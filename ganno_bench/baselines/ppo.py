@@ -13,7 +13,9 @@ lets it drive networks of any depth afterwards (:class:`PolicyAgent`). Training 
 
 Running the same command again resumes from the newest checkpoint; the resumed run reseeds
 its envs and torch from ``seed`` and the checkpoint's step count, so it is reproducible too.
-Hyperparameters come from ``baselines/ppo/config.toml``.
+Hyperparameters come from ``baselines/ppo/config.toml``. A run may start from a trained
+policy instead of a fresh one (``init_from``, a warm start: fine-tuning on other ids);
+its timesteps then count from zero, and a resume still takes the run's newest checkpoint.
 """
 
 from __future__ import annotations
@@ -217,6 +219,48 @@ def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(request, indent=2) + "\n")
 
 
+def _warm_start(
+    path: str | Path,
+    venv: Any,
+    settings: dict[str, Any],
+    policy_kwargs: dict[str, Any],
+    device: str,
+) -> Any:
+    """The trained policy at ``path``, set on ``venv`` for fine-tuning, its step count at 0.
+
+    Its hyperparameters and network must be the run's (a fine-tune that silently trained
+    with another recipe's settings would be recorded wrongly in run.json), and its rollout
+    buffer must fit the vector env's slots."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--init-from {path}: no such policy file")
+    model = load_policy(path, device=device)
+    if model.n_envs != venv.num_envs:
+        raise ValueError(
+            f"--init-from {path} was trained with {model.n_envs} vector-env slots; this run has "
+            f"{venv.num_envs}: choose --copies so that the slots match"
+        )
+    stored = {name: getattr(model, name, None) for name in settings}
+    stored["learning_rate"] = model.learning_rate
+    stored["clip_range"] = model.clip_range(1.0) if callable(model.clip_range) else model.clip_range
+    differ = sorted(k for k, v in settings.items() if stored.get(k) != v)
+    arch = list(getattr(model.policy, "net_arch", None) or [])
+    if (
+        arch
+        and arch != list(policy_kwargs["net_arch"])
+        and arch != [{"pi": policy_kwargs["net_arch"], "vf": policy_kwargs["net_arch"]}]
+    ):
+        differ.append("net_arch")
+    if differ:
+        raise ValueError(
+            f"--init-from {path} was trained with other PPO settings ({', '.join(differ)}): "
+            "use the recipe (--config) it was trained with"
+        )
+    model.set_env(venv)
+    model.num_timesteps = 0
+    model._last_obs = None  # the saved observation belongs to the old envs: reset
+    return model
+
+
 def train_ppo(
     env_id: str | Sequence[str],
     timesteps: int,
@@ -230,6 +274,7 @@ def train_ppo(
     eval_every: int = 10_000,
     eval_instances: int = 8,
     resume_from: str | Path | None = None,
+    init_from: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     device: str = "cpu",
@@ -240,7 +285,9 @@ def train_ppo(
 
     A timestep is one layer's decision (SB3 counts vector-env slots); SB3 finishes the
     rollout it is in, so a run may end up to one rollout past ``timesteps``. Resumes from
-    ``resume_from`` or the run folder's newest checkpoint. ``config`` replaces the shipped
+    ``resume_from`` or the run folder's newest checkpoint; a run with neither starts from
+    the policy ``init_from`` (its weights and optimiser state, its hyperparameters equal to
+    the config's) with its timestep count at zero. ``config`` replaces the shipped
     hyperparameters (see :func:`load_ppo_config`); ``overrides`` go to the env (budget).
     Several ids train one policy on a mix (``num_copies`` copies of each, one rollout).
     ``engine="batched"`` trains each id's copies in one batched computation (layerwise-LR
@@ -278,6 +325,7 @@ def train_ppo(
             "hyperparameters": settings,
             "overrides": overrides,
             "engine": engine,
+            **({"init_from": str(init_from)} if init_from is not None else {}),
         },
     )
     if recurrent:
@@ -308,6 +356,9 @@ def train_ppo(
             model.set_env(venv)
             model.tensorboard_log = str(run_dir / "tb")
             model._last_obs = None  # the saved observation belongs to the old envs: reset
+        elif init_from is not None:
+            model = _warm_start(init_from, venv, settings, policy_kwargs, device)
+            model.tensorboard_log = str(run_dir / "tb")
         else:
             model = Algorithm(
                 policy,

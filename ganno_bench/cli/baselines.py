@@ -82,6 +82,7 @@ _SB3_ONLY_DEFAULTS: dict[str, object] = {
     "eval_every": 10_000,
     "eval_instances": 8,
     "resume": None,
+    "init_from": None,
     "device": "cpu",
 }
 
@@ -113,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_instances=args.eval_instances,
         resume_from=args.resume,
+        init_from=args.init_from,
         overrides=overrides,
         device=args.device,
         progress=not args.quiet,
@@ -208,6 +210,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=10_000, help="timesteps between evaluations")
     p.add_argument("--eval-instances", type=int, default=8, help="train instances per evaluation")
     p.add_argument("--resume", help="checkpoint to resume from (default: the run's newest)")
+    p.add_argument(
+        "--init-from",
+        help="a trained policy to start a new run from (fine-tuning; its timesteps count "
+        "from 0); rerunning the command resumes from the run's newest checkpoint",
+    )
     p.add_argument("--export", help="also copy the final policy to this path")
     p.add_argument("--device", default="cpu", help="torch device of the policy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

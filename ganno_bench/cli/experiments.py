@@ -88,6 +88,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 seed=s,
                 out=p.run_dir(s, args.runs),
                 config=config,
+                init_from=p.init_policy(s),
                 checkpoint_every=p.checkpoint_every,
                 eval_every=p.checkpoint_every,
                 progress=not args.quiet,

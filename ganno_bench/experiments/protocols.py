@@ -36,6 +36,15 @@ class Protocol:
     timesteps: int  # per training seed (an ensemble: its longest-trained member's)
     checkpoint_every: int = 50_000
     ensemble: str | None = None  # no training: this TOML in baselines/ppo/ combines policies
+    init_from: str | None = None  # a warm start: this policy in baselines/ppo/, S the seed
+
+    def init_policy(self, seed: int) -> Path | None:
+        """The policy a warm-started protocol's seed-``seed`` run starts from."""
+        from ganno_bench.baselines.files import baselines_dir
+
+        if self.init_from is None:
+            return None
+        return baselines_dir() / "ppo" / self.init_from.replace("S", str(seed))
 
     @property
     def trains(self) -> bool:
@@ -50,11 +59,19 @@ class Protocol:
         return baselines_dir() / "ppo" / f"{self.agent}-seed{seed}.zip"
 
 
-def _recipe(envs: tuple[str, ...], config: str, timesteps: int, name: str, agent: str) -> str:
+def _recipe(
+    envs: tuple[str, ...],
+    config: str,
+    timesteps: int,
+    name: str,
+    agent: str,
+    init_from: str | None = None,
+) -> str:
     flags = " ".join(f"--env {e}" for e in envs)
+    start = f"--init-from baselines/ppo/{init_from} " if init_from else ""
     return (
         f"ganno-bench train ppo {flags} --config baselines/ppo/{config} --timesteps {timesteps} "
-        "--seed S --checkpoint-every 50000 --eval-every 50000 "
+        f"{start}--seed S --checkpoint-every 50000 --eval-every 50000 "
         f"--out runs/protocol-{name}-seedS --export baselines/ppo/{agent}-seedS.zip"
     )
 
@@ -118,6 +135,25 @@ PROTOCOLS: dict[str, Protocol] = {
             config=None,
             timesteps=1_000_000,
             ensemble="ppo-d-ensemble-ab.toml",
+        ),
+        Protocol(
+            name="e",
+            agent="ppo-e-a-then-mix",
+            train_ids=(_MLP_EASY, _CNN_EASY),
+            targets=(*MLP_TARGETS, *CNN_TARGETS),
+            recipe=_recipe(
+                (_MLP_EASY, _CNN_EASY),
+                "protocol-e.toml",
+                200_000,
+                "e",
+                "ppo-e-a-then-mix",
+                init_from="ppo-a-mlp-easy-seedS.zip",
+            ),
+            summary="protocol a's policies fine-tuned on protocol b's MLP-Easy + CNN-Easy mix, "
+            "200k timesteps, 16 batched copies of each",
+            config="protocol-e.toml",
+            timesteps=200_000,
+            init_from="ppo-a-mlp-easy-seedS.zip",
         ),
         Protocol(
             name="100k",
