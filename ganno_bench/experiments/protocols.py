@@ -156,6 +156,22 @@ PROTOCOLS: dict[str, Protocol] = {
             init_from="ppo-a-mlp-easy-seedS.zip",
         ),
         Protocol(
+            name="f",
+            agent="ppo-f-ensemble-e",
+            train_ids=(_MLP_EASY, _CNN_EASY),
+            targets=(*MLP_TARGETS, *CNN_TARGETS),
+            recipe=(
+                "no training: `ganno-bench evaluate --agent ppo-f-ensemble-e --seeds 0` plays "
+                "protocol e's three policies (listed in baselines/ppo/ppo-f-ensemble-e.toml) as "
+                "one agent"
+            ),
+            summary="protocol e's three seeds as one agent (mean action probability), "
+            "no new training",
+            config=None,
+            timesteps=200_000,
+            ensemble="ppo-f-ensemble-e.toml",
+        ),
+        Protocol(
             name="100k",
             agent="ppo-mlp-easy",
             train_ids=(_MLP_EASY,),
