@@ -361,7 +361,8 @@ def test_protocols_target_only_ids_harder_than_what_they_trained_on():
             assert f"--init-from baselines/ppo/{p.init_from}" in p.recipe
             assert p.init_policy(2) == baselines_dir() / "ppo" / p.init_from.replace("S", "2")
             assert all(p.init_policy(s).is_file() for s in range(3))
-    with pytest.raises(ValueError, match="unknown protocol 'z'; known protocols: a, b, c, d, e, f, 100k"):
+    known = "a, b, c, d, e, f, 100k"
+    with pytest.raises(ValueError, match=f"unknown protocol 'z'; known protocols: {known}"):
         protocol("z")
 
 
