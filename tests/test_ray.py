@@ -79,15 +79,27 @@ def _stop(process: subprocess.Popen, temp: Path) -> None:
 
 @pytest.fixture(scope="module")
 def one_cluster_at_a_time():
-    """Held while this module's cluster lives: a second test run on the same machine (CI's
-    RLlib venv runs this file beside the main venv) waits here instead of starting a second
-    head node, whose default ports (client server, dashboard agent) would collide."""
-    with open(Path(tempfile.gettempdir()) / "ganno-bench-test-ray-cluster.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """Held while this module's cluster lives, so that a second test run on the machine (CI
+    runs this file in its RLlib venv beside the main one) starts its own two-node cluster
+    only after the first has stopped, rather than a second head node beside it. Waits at
+    most ten minutes, then fails naming the lock."""
+    path = Path("/tmp") / f"ganno-bench-test-ray-cluster-{os.getuid()}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, (
+                    f"another test run's Ray cluster held {path} for ten minutes: stop that "
+                    "run (or its leftover `ray start` processes) and retry"
+                )
+                time.sleep(1)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @pytest.fixture(scope="module")

@@ -127,14 +127,37 @@ def test_a_warm_started_run_fine_tunes_a_trained_policy_on_other_ids(tmp_path, m
     assert load_policy(resumed).num_timesteps == 96
     monkeypatch.undo()
 
+    # refused starts, each leaving the folder free for the corrected command
+    again = dict(out=tmp_path / "e", init_from=base, **kw)
     with pytest.raises(ValueError, match="n_epochs"):
-        train_ppo(
-            mix, 48, out=tmp_path / "e", config={**mixed, "n_epochs": 3}, init_from=base, **kw
-        )
+        train_ppo(mix, 48, config={**mixed, "n_epochs": 3}, **again)
     with pytest.raises(ValueError, match="6 vector-env slots; this run has 12"):
-        train_ppo(mix, 48, out=tmp_path / "s", config=frozen, init_from=base, **kw)
+        train_ppo(mix, 48, config=frozen, **again)
+    with pytest.raises(ValueError, match="algorithm"):
+        train_ppo(mix, 48, config=mixed, recurrent=True, **again)
     with pytest.raises(FileNotFoundError, match="no such policy file"):
-        train_ppo(mix, 48, out=tmp_path / "m", config=mixed, init_from=tmp_path / "x.zip", **kw)
+        train_ppo(mix, 48, config=mixed, **{**again, "init_from": tmp_path / "x.zip"})
+    assert not (tmp_path / "e" / "run.json").exists()
+    train_ppo(mix, 48, config=mixed, **again)
+
+
+def test_a_warm_start_carries_the_optimiser_state_on(tmp_path):
+    """Adam's moments and step count continue from the policy's (a fresh optimiser would
+    restart its bias correction), and at a non-zero rate the weights move."""
+    kw = dict(
+        overrides=TINY, config=SMALL, checkpoint_every=10**9, eval_every=10**9, progress=False
+    )
+    base = train_ppo(EASY, 48, seed=5, out=tmp_path / "base", **kw)
+    tuned = train_ppo(EASY, 48, seed=6, out=tmp_path / "ft", init_from=base, **kw)
+
+    def adam_steps(path) -> list[float]:
+        state = load_policy(path).policy.optimizer.state_dict()["state"]
+        return [float(s["step"]) for s in state.values()]
+
+    before, after = adam_steps(base), adam_steps(tuned)
+    assert before and all(a == 2 * b for a, b in zip(after, before, strict=True))
+    moved = zip(_parameters(tuned), _parameters(base), strict=True)
+    assert not all(torch.equal(p, q) for p, q in moved)
 
 
 def test_ppo_learns_to_beat_the_random_policy(tmp_path):

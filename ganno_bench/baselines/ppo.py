@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-from ganno_bench.baselines.policy import PolicyAgent, load_policy
+from ganno_bench.baselines.policy import PolicyAgent, load_policy, portable_path
 from ganno_bench.benchmark.evaluation import evaluate, single_threaded
 from ganno_bench.benchmark.journal import write_atomically
 from ganno_bench.envs.mixed_vector import make_mixed_vec_env
@@ -202,7 +202,9 @@ def _forget_evaluations_after(path: Path, timesteps: int) -> None:
 
 
 def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
-    """Write ``run.json``, or check that a resumed run asks for the same training."""
+    """Check that a resumed run asks for the same training as its ``run.json`` says (a new
+    run's file is written by :func:`_write_run_file` once its model exists, so a refused
+    start leaves nothing behind)."""
     path = run_dir / "run.json"
     if path.exists():
         stored = json.loads(path.read_text())
@@ -214,14 +216,21 @@ def _check_run_file(run_dir: Path, request: dict[str, Any]) -> None:
                 f"{run_dir} holds another training run ({', '.join(differ)} differ); "
                 "choose another --out, or delete the folder to start over"
             )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(request, indent=2) + "\n")
+
+
+def _write_run_file(run_dir: Path, request: dict[str, Any]) -> None:
+    """Write a new run's ``run.json`` (a resumed run's is already there and checked)."""
+    path = run_dir / "run.json"
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(request, indent=2) + "\n")
 
 
 def _warm_start(
     path: str | Path,
     venv: Any,
+    algorithm: type,
+    policy: str,
     settings: dict[str, Any],
     policy_kwargs: dict[str, Any],
     device: str,
@@ -239,21 +248,22 @@ def _warm_start(
             f"--init-from {path} was trained with {model.n_envs} vector-env slots; this run has "
             f"{venv.num_envs}: choose --copies so that the slots match"
         )
-    stored = {name: getattr(model, name, None) for name in settings}
-    stored["learning_rate"] = model.learning_rate
-    stored["clip_range"] = model.clip_range(1.0) if callable(model.clip_range) else model.clip_range
-    differ = sorted(k for k, v in settings.items() if stored.get(k) != v)
-    arch = list(getattr(model.policy, "net_arch", None) or [])
-    if (
-        arch
-        and arch != list(policy_kwargs["net_arch"])
-        and arch != [{"pi": policy_kwargs["net_arch"], "vf": policy_kwargs["net_arch"]}]
-    ):
-        differ.append("net_arch")
+
+    def value(name: str) -> Any:  # SB3 keeps some settings as schedules or private fields
+        stored = getattr(model, name, getattr(model, f"_{name}", None))
+        return stored(1.0) if callable(stored) else stored
+
+    differ = sorted(name for name, wanted in settings.items() if value(name) != wanted)
+    if type(model) is not algorithm:
+        differ.append(f"algorithm ({type(model).__name__})")
+    if type(model.policy) is not model.policy_aliases.get(policy):
+        differ.append("policy")
+    if model.policy_kwargs != policy_kwargs:
+        differ.append("net_arch" if "lstm_hidden_size" not in policy_kwargs else "policy_kwargs")
     if differ:
         raise ValueError(
             f"--init-from {path} was trained with other PPO settings ({', '.join(differ)}): "
-            "use the recipe (--config) it was trained with"
+            "use the recipe (--config, --recurrent) it was trained with"
         )
     model.set_env(venv)
     model.num_timesteps = 0
@@ -313,21 +323,19 @@ def train_ppo(
     policy_kwargs = {"net_arch": list(settings.pop("net_arch", [64, 64]))}
     if "lstm_hidden_size" in settings:
         policy_kwargs["lstm_hidden_size"] = int(settings.pop("lstm_hidden_size"))
-    _check_run_file(
-        run_dir,
-        {
-            "env_id": env_ids[0] if len(env_ids) == 1 else env_ids,
-            "seed": seed,
-            "recurrent": recurrent,
-            "num_copies": copies,
-            "policy": policy,
-            "policy_kwargs": policy_kwargs,
-            "hyperparameters": settings,
-            "overrides": overrides,
-            "engine": engine,
-            **({"init_from": str(init_from)} if init_from is not None else {}),
-        },
-    )
+    request = {
+        "env_id": env_ids[0] if len(env_ids) == 1 else env_ids,
+        "seed": seed,
+        "recurrent": recurrent,
+        "num_copies": copies,
+        "policy": policy,
+        "policy_kwargs": policy_kwargs,
+        "hyperparameters": settings,
+        "overrides": overrides,
+        "engine": engine,
+        **({"init_from": portable_path(Path(init_from))} if init_from is not None else {}),
+    }
+    _check_run_file(run_dir, request)
     if recurrent:
         from sb3_contrib import RecurrentPPO as Algorithm
     else:
@@ -357,7 +365,7 @@ def train_ppo(
             model.tensorboard_log = str(run_dir / "tb")
             model._last_obs = None  # the saved observation belongs to the old envs: reset
         elif init_from is not None:
-            model = _warm_start(init_from, venv, settings, policy_kwargs, device)
+            model = _warm_start(init_from, venv, Algorithm, policy, settings, policy_kwargs, device)
             model.tensorboard_log = str(run_dir / "tb")
         else:
             model = Algorithm(
@@ -370,6 +378,7 @@ def train_ppo(
                 verbose=0,
                 **settings,
             )
+        _write_run_file(run_dir, request)
         # what the policy was trained on travels in its zip (PolicyAgent checks the track)
         model.ganno_env_id, model.ganno_track = env_ids[0], track_of(env_ids[0])
         model.ganno_env_ids = env_ids
