@@ -169,3 +169,25 @@ def test_write_atomically_replaces_whole_files_and_keeps_the_old_one_on_a_failed
     with pytest.raises(KeyboardInterrupt):
         write_atomically(path, "a replacement that never lands")
     assert path.read_bytes() == b"new bytes"  # the finished file is untouched
+    assert list(tmp_path.iterdir()) == [path]  # and the torn temporary file is gone
+
+
+def test_concurrent_atomic_writes_of_one_file_never_collide(tmp_path):
+    """Two writers replacing one file at once (two reports merging the same card) each
+    write a temporary file of their own: neither renames the other's away mid-write, and
+    the file always holds one writer's whole contents."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ganno_bench.benchmark.journal import write_atomically
+
+    path = tmp_path / "card.json"
+    payloads = [f"writer {w} " * 20_000 for w in range(2)]
+
+    def write_many(writer: int) -> None:
+        for _ in range(100):
+            write_atomically(path, payloads[writer])
+            assert path.read_text() in payloads
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(write_many, range(2)))  # re-raises a writer's error
+    assert path.read_text() in payloads and list(tmp_path.iterdir()) == [path]

@@ -21,7 +21,6 @@ its timesteps then count from zero, and a resume still takes the run's newest ch
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import tomllib
@@ -34,7 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from ganno_bench.baselines.policy import PolicyAgent, load_policy, portable_path
 from ganno_bench.benchmark.evaluation import evaluate, single_threaded
-from ganno_bench.benchmark.journal import write_atomically
+from ganno_bench.benchmark.journal import atomic_target, write_atomically
 from ganno_bench.envs.mixed_vector import make_mixed_vec_env
 from ganno_bench.envs.registry import spec, track_of
 from ganno_bench.envs.vector import make_vec_env
@@ -69,9 +68,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def _save_atomically(model: Any, path: Path) -> None:
     """Save to a temporary file and rename it, so a killed run leaves no broken zip."""
-    tmp = path.with_name(path.name + ".tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_target(path, suffix=".tmp.zip") as tmp:  # SB3 would add .zip to another name
+        model.save(tmp)
 
 
 class _Checkpoints(BaseCallback):
@@ -259,7 +257,7 @@ def _warm_start(
     if type(model.policy) is not model.policy_aliases.get(policy):
         differ.append("policy")
     if model.policy_kwargs != policy_kwargs:
-        differ.append("net_arch" if "lstm_hidden_size" not in policy_kwargs else "policy_kwargs")
+        differ.append(f"policy_kwargs {model.policy_kwargs}")
     if differ:
         raise ValueError(
             f"--init-from {path} was trained with other PPO settings ({', '.join(differ)}): "

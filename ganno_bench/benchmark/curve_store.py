@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ganno_bench.benchmark.journal import atomic_target
+
 SUFFIX = ".curves.npz"
 COMPACT_SUFFIX = ".json.gz"  # a compact card's own file
 FORMAT = 1
@@ -112,15 +114,13 @@ def _packed_size(array: np.ndarray) -> int:
 
 def write_store(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write the arrays as a deterministic zip of ``.npy`` files, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_LZMA) as archive:
+    with atomic_target(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_LZMA) as archive:
         for name, array in arrays.items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_LZMA
             archive.writestr(info, buffer.getvalue())
-    tmp.replace(path)
 
 
 def _read_store(path: Path) -> dict[str, np.ndarray]:

@@ -12,8 +12,11 @@ instead of being glued onto the torn one and lost with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,12 +78,25 @@ def append(sink: IO[str], record: dict[str, Any]) -> None:
     os.fsync(sink.fileno())
 
 
+@contextlib.contextmanager
+def atomic_target(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` to write to; renamed over ``path`` when the
+    block ends, removed if it raises. Each call gets its own name (two processes writing
+    the same file, say two reports merging one card, never rename each other's half-written
+    file away), and a kill leaves the old file or the new one, never half of either."""
+    # a name of its own (not mkstemp's file, whose 0600 mode the rename would keep)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_atomically(path: Path, data: str | bytes) -> None:
-    """Replace ``path``'s contents in one step: written to ``path.tmp`` first, then renamed
-    over it, so a kill leaves the old file or the new one, never half of either."""
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
+    """Replace ``path``'s contents in one step (see :func:`atomic_target`)."""
+    with atomic_target(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)

@@ -31,7 +31,7 @@ from scipy import stats as sps
 
 from ganno_bench.baselines.boil import BOIL, METHODS
 from ganno_bench.baselines.schedule_family import env_objective
-from ganno_bench.benchmark.journal import write_atomically
+from ganno_bench.benchmark.journal import atomic_target, write_atomically
 
 __all__ = ["claim_rows", "claim_table", "conclusion", "run_claim"]
 
@@ -293,7 +293,6 @@ def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:
             ax.set_ylabel("incumbent score (mean over seeds)")
             ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    with atomic_target(path, suffix=".tmp.png") as tmp:  # matplotlib reads the format from it
+        fig.savefig(tmp, dpi=100, metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, path)
