@@ -122,7 +122,7 @@ def test_a_warm_started_run_fine_tunes_a_trained_policy_on_other_ids(tmp_path, m
     def no_second_warm_start(*args, **kwargs):
         raise AssertionError("a rerun must resume from the run's newest checkpoint")
 
-    monkeypatch.setattr(ppo, "_warm_start", no_second_warm_start)
+    monkeypatch.setattr(ppo, "_check_warm_start", no_second_warm_start)
     resumed = train_ppo(mix, 96, seed=3, out=tmp_path / "ft", config=mixed, init_from=base, **kw)
     assert load_policy(resumed).num_timesteps == 96
     monkeypatch.undo()

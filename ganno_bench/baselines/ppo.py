@@ -224,23 +224,19 @@ def _write_run_file(run_dir: Path, request: dict[str, Any]) -> None:
         write_atomically(path, json.dumps(request, indent=2) + "\n")
 
 
-def _warm_start(
+def _check_warm_start(
     path: str | Path,
+    model: Any,
     venv: Any,
     algorithm: type,
     policy: str,
     settings: dict[str, Any],
     policy_kwargs: dict[str, Any],
-    device: str,
-) -> Any:
-    """The trained policy at ``path``, set on ``venv`` for fine-tuning, its step count at 0.
-
-    Its hyperparameters and network must be the run's (a fine-tune that silently trained
+) -> None:
+    """Refuse to fine-tune the policy ``model`` (loaded from ``path``) with another recipe:
+    its hyperparameters and network must be the run's (a fine-tune that silently trained
     with another recipe's settings would be recorded wrongly in run.json), and its rollout
     buffer must fit the vector env's slots."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--init-from {path}: no such policy file")
-    model = load_policy(path, device=device)
     if model.n_envs != venv.num_envs:
         raise ValueError(
             f"--init-from {path} was trained with {model.n_envs} vector-env slots; this run has "
@@ -263,10 +259,6 @@ def _warm_start(
             f"--init-from {path} was trained with other PPO settings ({', '.join(differ)}): "
             "use the recipe (--config, --recurrent) it was trained with"
         )
-    model.set_env(venv)
-    model.num_timesteps = 0
-    model._last_obs = None  # the saved observation belongs to the old envs: reset
-    return model
 
 
 def train_ppo(
@@ -357,14 +349,18 @@ def train_ppo(
             env_ids, copies, split="train", action_mode="factor", engine=engine, **overrides
         )
     try:
-        if checkpoint is not None:
-            model = load_policy(checkpoint, device=device)
+        if checkpoint is not None or init_from is not None:  # a resume, or a warm start
+            if checkpoint is None and not Path(init_from).is_file():
+                raise FileNotFoundError(f"--init-from {init_from}: no such policy file")
+            model = load_policy(checkpoint or init_from, device=device)
+            if checkpoint is None:
+                _check_warm_start(
+                    init_from, model, venv, Algorithm, policy, settings, policy_kwargs
+                )
+                model.num_timesteps = 0  # the fine-tune counts its own timesteps
             model.set_env(venv)
             model.tensorboard_log = str(run_dir / "tb")
             model._last_obs = None  # the saved observation belongs to the old envs: reset
-        elif init_from is not None:
-            model = _warm_start(init_from, venv, Algorithm, policy, settings, policy_kwargs, device)
-            model.tensorboard_log = str(run_dir / "tb")
         else:
             model = Algorithm(
                 policy,
