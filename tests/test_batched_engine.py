@@ -615,7 +615,7 @@ def test_bench_says_where_the_env_falls_back_to_the_sequential_engine():
 )
 @pytest.mark.parametrize("padded", [False, True])
 def test_the_classes_outer_loss_is_the_loss(rows, classes, padded):
-    """The MLP kernel's loss with the classes as the second-to-last dimension: per-slot
+    """The MLP kernel's loss on (G, C, B) logits, the classes before the rows: per-slot
     losses and the logits' gradient as the classes-last path gives them, within float32
     rounding, padding rows kept out of both, non-finite logits included."""
     generator = torch.Generator().manual_seed(0)
@@ -628,8 +628,10 @@ def test_the_classes_outer_loss_is_the_loss(rows, classes, padded):
         logits[1, -1] = float("nan")
     batch = Batch(None, y, sizes, mask, mask.sum(1).float(), padded)
     losses, grad = _masked_cross_entropy(logits, batch)
-    outer_losses, outer_grad = _masked_cross_entropy(logits, batch, classes_inner=False)
-    assert outer_grad.shape == grad.shape and outer_grad.is_contiguous()
+    classes_first = logits.transpose(-1, -2).contiguous()
+    outer_losses, outer_grad = _masked_cross_entropy(classes_first, batch, class_dim=-2)
+    assert outer_grad.shape == classes_first.shape
+    outer_grad = outer_grad.transpose(-1, -2)
     assert torch.isfinite(outer_losses).all() and torch.isfinite(outer_grad).all()
     torch.testing.assert_close(outer_losses, losses, rtol=1e-6, atol=0)
     torch.testing.assert_close(outer_grad, grad, rtol=1e-5, atol=1e-8)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ganno_bench.envs.common import check_initial_loss, judge_decision, scores_at_end
-from ganno_bench.envs.observation import build_observations, named, observation_space
+from ganno_bench.envs.observation import build_observation_batch, named, observation_space
 from ganno_bench.inner.batch_task import BatchSizeTaskSpec
 from ganno_bench.inner.batched import BatchedTrainer, build_batched_trainer
 from ganno_bench.inner.engine import DecisionStats
@@ -112,14 +112,14 @@ class BatchedEpisodes:
         active = self.mask(list(instances))
         probes = self.trainer.train(1, update=False, active=active)
         val_loss, val_accuracy = self.trainer.evaluate("val", active=active)
-        obs = self._empty()
         infos: list[list[dict]] = [[] for _ in range(self.num_copies)]
         for c, instance in instances.items():
             check_initial_loss(float(val_loss[c]), instance)
-        for c in instances:
-            self._val_loss[c] = self._initial_val_loss[c] = float(val_loss[c])
-            self._val_accuracy[c] = float(val_accuracy[c])
-            obs[c] = self._observe(c, probes[c], prev_val_loss=self._val_loss[c])
+        started = np.array(list(instances), dtype=np.int64)
+        self._val_loss[started] = self._initial_val_loss[started] = val_loss[started]
+        self._val_accuracy[started] = val_accuracy[started]
+        obs = self._observe(started, probes, prev_val_loss=self._val_loss)
+        for c in started:
             infos[c] = self._infos(c, obs[c], diverged=False)
         return obs, infos
 
@@ -131,25 +131,26 @@ class BatchedEpisodes:
         self.trainer.set_learning_rates(self.rates)
         stats = self.trainer.train(self.task.inner_steps, active=stepped)
         val_loss, val_accuracy = self.trainer.evaluate("val", active=stepped)
-        obs = self._empty()
         rewards = np.zeros(self.num_copies)
         diverged = np.zeros(self.num_copies, dtype=bool)
         infos: list[list[dict]] = [[] for _ in range(self.num_copies)]
-        for c in np.flatnonzero(stepped):
-            self.decision[c] += 1
-            prev = self._val_loss[c]
+        copies = np.flatnonzero(stepped)
+        prev_val_loss = self._val_loss.copy()
+        self.decision[copies] += 1
+        for c in copies:
             outcome = judge_decision(
                 self.task,
                 stats[c],
                 float(val_loss[c]),
                 float(val_accuracy[c]),
-                prev_val_loss=prev,
+                prev_val_loss=prev_val_loss[c],
                 initial_val_loss=self._initial_val_loss[c],
             )
             self._val_loss[c], self._val_accuracy[c] = outcome.val_loss, outcome.val_accuracy
             rewards[c], diverged[c] = outcome.reward, outcome.diverged
-            obs[c] = self._observe(c, stats[c], prev_val_loss=prev)
-            infos[c] = self._infos(c, obs[c], diverged=outcome.diverged)
+        obs = self._observe(copies, stats, prev_val_loss=prev_val_loss)
+        for c in copies:
+            infos[c] = self._infos(c, obs[c], diverged=bool(diverged[c]))
         done = stepped & (diverged | (self.decision >= self.task.decisions))
         if done.any():
             self._finish(done, diverged, infos)
@@ -170,20 +171,28 @@ class BatchedEpisodes:
                 info.update(final)
             self.live[c] = False
 
-    def _empty(self) -> np.ndarray:
-        return np.zeros((self.num_copies, self.num_layers, self.num_features), dtype=np.float32)
-
-    def _observe(self, c: int, stats: DecisionStats, *, prev_val_loss: float) -> np.ndarray:
-        return build_observations(
-            self.layers,
-            self.rates[c],
-            stats,
-            val_loss=self._val_loss[c],
-            prev_val_loss=prev_val_loss,
-            val_accuracy=self._val_accuracy[c],
-            progress=self.decision[c] / self.task.decisions,
-            num_classes=self.num_classes,
-        )
+    def _observe(
+        self,
+        copies: np.ndarray,
+        stats: Sequence[DecisionStats | None],
+        *,
+        prev_val_loss: np.ndarray,
+    ) -> np.ndarray:
+        """Observation rows (copies, layers, features) of every copy: ``copies``' built
+        in one call from their ``stats[c]``, the others' zeros."""
+        obs = np.zeros((self.num_copies, self.num_layers, self.num_features), dtype=np.float32)
+        if len(copies):
+            obs[copies] = build_observation_batch(
+                self.layers,
+                self.rates[copies],
+                [stats[c] for c in copies],
+                val_loss=self._val_loss[copies],
+                prev_val_loss=prev_val_loss[copies],
+                val_accuracy=self._val_accuracy[copies],
+                progress=self.decision[copies] / self.task.decisions,
+                num_classes=self.num_classes,
+            )
+        return obs
 
     def _infos(self, c: int, rows: np.ndarray, *, diverged: bool) -> list[dict[str, Any]]:
         """LayerLREnv's infos: every feature by name, the layer's rate, divergence, decision."""
