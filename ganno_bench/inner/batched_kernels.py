@@ -225,26 +225,14 @@ class Kernel:
 
 
 def _chain_forward(
-    layers: list[tuple[Any, Any]],
-    activations: list[str | None],
-    h: torch.Tensor,
-    *,
-    classes_first: bool = False,
+    layers: list[tuple[Any, Any]], activations: list[str | None], h: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """``(Linear act?)*`` on (G, B, I) inputs: the output, and each layer's input and
-    output (what the backward pass needs). ``classes_first`` computes the last layer
-    transposed, ``w @ h.T`` (G, O, B): the layout the classes-first loss wants, and 2.5x
-    faster than ``h @ w.T`` for 10 outputs (MKL's kernel for a short last dimension)."""
+    output (what the backward pass needs)."""
     inputs, outputs = [], []
-    last = len(layers) - 1
-    for i, ((w, b), act) in enumerate(zip(layers, activations, strict=True)):
+    for (w, b), act in zip(layers, activations, strict=True):
         inputs.append(h)
-        if classes_first and i == last:
-            z = torch.bmm(w, h.transpose(1, 2))
-            z = z if b is None else z.add_(b.unsqueeze(2))
-        else:
-            z = batched_linear(h, w, b)
-        h = activate(act, z, inplace=True)
+        h = activate(act, batched_linear(h, w, b), inplace=True)
         outputs.append(h)
     return h, inputs, outputs
 
@@ -257,25 +245,20 @@ def _chain_backward(
     outputs: list[torch.Tensor],
     *,
     input_grad: bool,
-    classes_first: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """Gradients of a ``(Linear act?)*`` chain from the gradient at its output, by the
     same products autograd takes for ``F.linear`` (so they agree bitwise): per-parameter
-    gradients in layout order, and the input's gradient if ``input_grad``.
-    ``classes_first``: the last layer's output and ``grad`` are (G, O, B), as
-    :func:`_chain_forward` gave them."""
+    gradients in layout order, and the input's gradient if ``input_grad``."""
     per_layer: list[list[torch.Tensor]] = []
     for i in reversed(range(len(layers))):
         grad = _activation_backward(activations[i], grad, outputs[i])
         w, b = layers[i]
-        transposed = classes_first and i == len(layers) - 1
-        grad_t = grad if transposed else grad.transpose(1, 2)  # (G, O, B)
-        grads = [torch.bmm(grad_t, inputs[i])]
+        grads = [torch.bmm(grad.transpose(1, 2), inputs[i])]
         if b is not None:
-            grads.append(grad_t.sum(2) if transposed else grad.sum(1))
+            grads.append(grad.sum(1))
         per_layer.append(grads)
         if i or input_grad:
-            grad = torch.bmm(grad_t.transpose(1, 2), w)
+            grad = torch.bmm(grad, w)
     return [g for grads in reversed(per_layer) for g in grads], grad if input_grad else None
 
 
