@@ -76,6 +76,28 @@ def _recipe(
     )
 
 
+def _ensemble(
+    name: str, agent: str, train_ids: tuple[str, ...], targets: tuple[str, ...], *,
+    members: str, summary: str, timesteps: int,
+) -> Protocol:
+    """A protocol that trains nothing: ``baselines/ppo/AGENT.toml`` lists ``members``'
+    shipped policies, played as one agent."""
+    return Protocol(
+        name=name,
+        agent=agent,
+        train_ids=train_ids,
+        targets=targets,
+        recipe=(
+            f"no training: `ganno-bench evaluate --agent {agent} --seeds 0` plays {members} "
+            f"(listed in baselines/ppo/{agent}.toml) as one agent"
+        ),
+        summary=summary,
+        config=None,
+        timesteps=timesteps,
+        ensemble=f"{agent}.toml",
+    )
+
+
 _MLP_EASY, _CNN_EASY = "ganno/LayerLR-MLP-Easy-v0", "ganno/LayerLR-CNN-Easy-v0"
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -104,37 +126,25 @@ PROTOCOLS: dict[str, Protocol] = {
             config="protocol-b.toml",
             timesteps=500_000,
         ),
-        Protocol(
-            name="c",
-            agent="ppo-c-ensemble-a",
-            train_ids=(_MLP_EASY,),
-            targets=(*MLP_TARGETS, _CNN_EASY, *CNN_TARGETS),
-            recipe=(
-                "no training: `ganno-bench evaluate --agent ppo-c-ensemble-a --seeds 0` plays "
-                "protocol a's three policies (listed in baselines/ppo/ppo-c-ensemble-a.toml) as "
-                "one agent"
-            ),
+        _ensemble(
+            "c",
+            "ppo-c-ensemble-a",
+            (_MLP_EASY,),
+            (*MLP_TARGETS, _CNN_EASY, *CNN_TARGETS),
+            members="protocol a's three policies",
             summary="protocol a's three seeds as one agent (mean action probability), "
             "no new training",
-            config=None,
             timesteps=1_000_000,
-            ensemble="ppo-c-ensemble-a.toml",
         ),
-        Protocol(
-            name="d",
-            agent="ppo-d-ensemble-ab",
-            train_ids=(_MLP_EASY, _CNN_EASY),
-            targets=(*MLP_TARGETS, *CNN_TARGETS),
-            recipe=(
-                "no training: `ganno-bench evaluate --agent ppo-d-ensemble-ab --seeds 0` plays "
-                "protocol a's and protocol b's three policies each (listed in "
-                "baselines/ppo/ppo-d-ensemble-ab.toml) as one agent"
-            ),
+        _ensemble(
+            "d",
+            "ppo-d-ensemble-ab",
+            (_MLP_EASY, _CNN_EASY),
+            (*MLP_TARGETS, *CNN_TARGETS),
+            members="protocol a's and protocol b's three policies each",
             summary="protocols a's and b's six policies as one agent (mean action "
             "probability), no new training",
-            config=None,
             timesteps=1_000_000,
-            ensemble="ppo-d-ensemble-ab.toml",
         ),
         Protocol(
             name="e",
@@ -155,21 +165,15 @@ PROTOCOLS: dict[str, Protocol] = {
             timesteps=200_000,
             init_from="ppo-a-mlp-easy-seedS.zip",
         ),
-        Protocol(
-            name="f",
-            agent="ppo-f-ensemble-e",
-            train_ids=(_MLP_EASY, _CNN_EASY),
-            targets=(*MLP_TARGETS, *CNN_TARGETS),
-            recipe=(
-                "no training: `ganno-bench evaluate --agent ppo-f-ensemble-e --seeds 0` plays "
-                "protocol e's three policies (listed in baselines/ppo/ppo-f-ensemble-e.toml) as "
-                "one agent"
-            ),
+        _ensemble(
+            "f",
+            "ppo-f-ensemble-e",
+            (_MLP_EASY, _CNN_EASY),
+            (*MLP_TARGETS, *CNN_TARGETS),
+            members="protocol e's three policies",
             summary="protocol e's three seeds as one agent (mean action probability), "
             "no new training",
-            config=None,
             timesteps=200_000,
-            ensemble="ppo-f-ensemble-e.toml",
         ),
         Protocol(
             name="100k",
